@@ -1,0 +1,1 @@
+"""The harness: probe, models, clips, engines, matrix runner, reports, gate."""

@@ -1,0 +1,45 @@
+"""Decoding any common audio file to 16 kHz mono float32 PCM (PyAV: WAV, FLAC, MP3, OGG/Opus, M4A...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dvm.harness.errors import DvmError
+
+SAMPLE_RATE = 16000
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return the first audio stream of ``path`` as mono float32 at ``sample_rate``."""
+    import av  # imported here: PyAV is heavy and only needed when decoding files
+
+    path = Path(path)
+    if not path.exists():
+        raise DvmError(f"{path}: no such file")
+    if path.is_dir():
+        raise DvmError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise DvmError(f"{path}: file is empty")
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise DvmError(f"{path}: has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except DvmError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise DvmError(f"{path}: cannot decode audio ({exc.__class__.__name__}: {exc})") from None
+    if not chunks:
+        raise DvmError(f"{path}: contains no audio samples")
+    pcm = np.concatenate(chunks).astype(np.float32, copy=False)
+    if pcm.size == 0:
+        raise DvmError(f"{path}: contains no audio samples")
+    return pcm

@@ -1,0 +1,1 @@
+"""Serving mode: MCP app, Discord voice adapter, audio pipeline, sessions store."""
