@@ -1,0 +1,252 @@
+"""The `dvm` command: parses arguments and calls into dvm.harness / dvm.server. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dvm import __version__
+from dvm.harness.errors import DvmError
+
+EXIT_INPUT = 2
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _interactive(args) -> bool:
+    return sys.stdout.isatty() and not getattr(args, "json", False)
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class _Progress:
+    """A rich progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool, description: str):
+        self.enabled = enabled
+        self.description = description
+        self._progress = None
+        self._task = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                                      console=_console(stderr=True), transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=None)
+        return self
+
+    def update(self, done: int, total: int | None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+# ---------------------------------------------------------------------------- probe
+
+
+def cmd_probe(args) -> int:
+    from dvm.harness import probe
+
+    profile = probe.collect(check_engines=not args.no_engines, use_cache=not args.no_cache)
+    if args.json or not sys.stdout.isatty():
+        _print_json(profile)
+    else:
+        probe.render(profile, _console())
+    return 0
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def cmd_models_list(args) -> int:
+    from dvm.harness import models
+
+    installed = [m.as_dict() for m in models.installed()]
+    known = models.known()
+    if args.json or not sys.stdout.isatty():
+        _print_json({"installed": installed, "known": known})
+        return 0
+    from rich.table import Table
+
+    table = Table(title="Installed models")
+    for column in ("name", "format", "quant", "size", "sha256", "source"):
+        table.add_column(column)
+    for m in installed:
+        table.add_row(m["name"], m["format"], m["quant"], f"{m['size'] / 1e6:.1f} MB", m["sha256"][:16] + "…", m["source"])
+    console = _console()
+    console.print(table if installed else "[dim]No models installed yet (the default is imported on first use).[/dim]")
+    known_table = Table(title="Known models")
+    for column in ("name", "formats", "source", "available"):
+        known_table.add_column(column)
+    for k in known:
+        available = {True: "yes", False: "package missing", None: "download"}[k["available"]]
+        known_table.add_row(k["name"], ", ".join(k["formats"]), k["source"], available)
+    console.print(known_table)
+    return 0
+
+
+def cmd_models_import(args) -> int:
+    from dvm.harness import models
+
+    with _Progress(_interactive(args), "converting") as bar:
+        ggml, ct2_record = models.import_ct2(args.paths, name=args.name, quant=args.quant, progress=bar.update)
+    if args.json:
+        _print_json({"ggml": ggml.as_dict(), "ct2": ct2_record.as_dict()})
+    else:
+        print(f"imported {ggml.name} ({ggml.quant}): {ggml.path} ({ggml.size / 1e6:.1f} MB, sha256 {ggml.sha256})")
+    return 0
+
+
+def cmd_models_fetch(args) -> int:
+    from dvm.harness import models
+
+    with _Progress(_interactive(args), f"ggml-{args.name}.bin") as bar:
+        record = models.fetch(args.name, base_url=args.base_url, progress=bar.update)
+    if args.json:
+        _print_json(record.as_dict())
+    else:
+        print(f"fetched {record.name}: {record.path} ({record.size / 1e6:.1f} MB, sha256 {record.sha256})")
+    return 0
+
+
+def cmd_models_path(args) -> int:
+    from dvm.harness import models
+
+    if args.format == "ggml":
+        print(models.ensure_ggml(args.name, args.quant) if args.name in models.PIP_MODELS else models.model_path(args.name, "ggml", args.quant))
+    else:
+        print(models.ensure_ct2(args.name))
+    return 0
+
+
+# ---------------------------------------------------------------------------- transcribe
+
+
+def _engine_config(args):
+    from dvm.harness.engines import EngineConfig
+
+    if getattr(args, "config", None):
+        from dvm.harness.choose import read_config
+
+        return read_config(Path(args.config))
+    quant = args.quant or ("f16" if args.engine == "whispercpp" else "int8")
+    return EngineConfig(engine=args.engine, model=args.model, quant=quant, threads=args.threads,
+                        beam_size=args.beam_size, audio_ctx=args.audio_ctx, language=args.language,
+                        temperature_fallback=args.temperature_fallback)
+
+
+def cmd_transcribe(args) -> int:
+    from dvm.harness import engines
+    from dvm.harness.audio import load_audio
+
+    pcm = load_audio(args.audio)
+    engine = engines.create(_engine_config(args))
+    engine.load()
+    result = engine.transcribe(pcm)
+    if args.json:
+        data = result.as_dict()
+        data.update({"audio": str(args.audio), "load_seconds": engine.load_seconds, "config": engine.config.as_dict(), "engine": engine.info()})
+        _print_json(data)
+    else:
+        print(result.text)
+        if sys.stderr.isatty():
+            _console(stderr=True).print(
+                f"[dim]{engine.config.engine} {engine.config.model} ({engine.config.quant}): {result.audio_seconds:.1f} s audio in "
+                f"{result.seconds:.3f} s, RTF {result.rtf:.3f} (load {engine.load_seconds:.2f} s)[/dim]")
+    engine.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="whispercpp", choices=["whispercpp", "faster-whisper"], help="speech engine (default: whispercpp)")
+    parser.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, pip-shipped)")
+    parser.add_argument("--quant", default=None, help="whispercpp: f16|q8_0; faster-whisper: int8|int8_float32|float32|... (default: f16 / int8)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default), >1 = beam search")
+    parser.add_argument("--audio-ctx", default="full", help="encoder context: full | fit (fitted to the clip) | N frames (whispercpp)")
+    parser.add_argument("--language", default="en", help="language code (default: en)")
+    parser.add_argument("--temperature-fallback", action="store_true", help="retry at higher temperatures when decoding fails")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dvm", description="Measure local speech-to-text on this machine, then serve the best configuration.")
+    parser.add_argument("--version", action="version", version=f"dvm {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    p = commands.add_parser("probe", help="hardware profile: CPU SIMD, BLAS, CUDA, Vulkan, ROCm, Metal, engines", description="Report what this machine has and what each speech engine can use, with a reason for every 'no'.")
+    p.add_argument("--json", action="store_true", help="stable JSON instead of the panel")
+    p.add_argument("--no-engines", action="store_true", help="skip the engines' inference checks (fast)")
+    p.add_argument("--no-cache", action="store_true", help="re-run the engines' inference checks instead of using the cache")
+    p.set_defaults(func=cmd_probe)
+
+    m = commands.add_parser("models", help="list, import, fetch and locate models", description="Manage models under DVM_HOME.")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    p = msub.add_parser("list", help="known and installed models", description="List known and installed models.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_list)
+    p = msub.add_parser("import", help="convert a CTranslate2 Whisper model directory into a ggml file",
+                        description="Convert CTranslate2 Whisper model directory(ies) into whisper.cpp's ggml format. "
+                                    "Give several directories for a model split into model.bin.part1, part2, ...")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="CTranslate2 model directory (or the directories holding its parts)")
+    p.add_argument("--name", help="model name (default: guessed from its size, e.g. tiny.en, base)")
+    p.add_argument("--quant", default="f16", choices=["f16", "q8_0", "f32"], help="ggml weight type (default: f16)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_import)
+    p = msub.add_parser("fetch", help="download an upstream ggml model (checksum-verified, resumable)",
+                        description="Download ggml-NAME.bin from whisper.cpp's model repository (or DVM_MODEL_BASE_URL).")
+    p.add_argument("name")
+    p.add_argument("--base-url", help="repository base URL (default: DVM_MODEL_BASE_URL or whisper.cpp's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_fetch)
+    p = msub.add_parser("path", help="print the file path of a model", description="Print the path of an installed model (pip-shipped ones are imported on first use).")
+    p.add_argument("name")
+    p.add_argument("--format", default="ggml", choices=["ggml", "ct2"])
+    p.add_argument("--quant", default="f16", choices=["f16", "q8_0", "f32"])
+    p.set_defaults(func=cmd_models_path)
+
+    p = commands.add_parser("transcribe", help="transcribe an audio file", description="Decode any common audio file, resample to 16 kHz mono and transcribe it.")
+    p.add_argument("audio", type=Path, metavar="AUDIO")
+    p.add_argument("--config", help="a chosen.toml written by `dvm bench` (overrides the engine options)")
+    _add_engine_options(p)
+    p.add_argument("--json", action="store_true", help="JSON with segments, timings and RTF")
+    p.set_defaults(func=cmd_transcribe)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DvmError as exc:
+        print(f"dvm: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("dvm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
