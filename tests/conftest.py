@@ -27,7 +27,7 @@ def dvm_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def jfk_path() -> Path:
     """The 11 s JFK sample (committed in fixtures/audio; else from the pywhispercpp sdist)."""
-    committed = FIXTURES / "jfk.wav"
+    committed = FIXTURES / "en-jfk.wav"
     if committed.exists():
         return committed
     from dvm.harness import sdist

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ SAMPLE_RATE = 16000
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Return the first audio stream of ``path`` as mono float32 at ``sample_rate``."""
-    import av  # imported here: PyAV is heavy and only needed when decoding files
+    """Return the first audio stream of ``path`` as mono float32 at ``sample_rate``.
 
+    A 16-bit mono WAV already at the rate is read directly; everything else goes through FFmpeg.
+    """
     path = Path(path)
     if not path.exists():
         raise DvmError(f"{path}: no such file")
@@ -22,6 +24,20 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise DvmError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise DvmError(f"{path}: file is empty")
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (sample_rate, 1, 2):
+                data = wav.readframes(wav.getnframes())
+                if len(data) == wav.getnframes() * 2 and data:
+                    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    except (wave.Error, EOFError):
+        pass  # not a plain PCM WAV: FFmpeg decides
+    return _decode(path, sample_rate)
+
+
+def _decode(path: Path, sample_rate: int) -> np.ndarray:
+    import av  # imported here: PyAV is heavy and only needed for compressed or resampled input
+
     chunks: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
