@@ -1,10 +1,13 @@
-"""Automation: `nox -s tests` (the test suite), `nox -s bench` (the matrix on this machine), ...
+"""Automation. The README's two commands are `nox -s bench` and `nox -s tests`.
 
-Each session installs what it needs into its own virtual environment, so these are the only
-set-up commands a fresh machine needs (see README).
+Each session installs what it needs into its own virtual environment under .nox/, so a fresh
+machine with Python >= 3.11 needs nothing else.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import nox
 
@@ -12,12 +15,53 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 
-PYTHON = None  # the interpreter nox runs under (>= 3.11)
+
+def _install(session: nox.Session, extras: str = "test,base") -> None:
+    session.install("-e", f".[{extras}]")
 
 
-@nox.session(python=PYTHON)
+def _platform_id(session: nox.Session) -> str:
+    return session.run("python", "-c", "from dvm.harness.probe import platform_id; print(platform_id())",
+                       silent=True).strip().splitlines()[-1]
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (slow, model-backed tests included). Pass pytest args after --."""
-    session.install("-e", ".[test,base]")
-    args = session.posargs or ["-q"]
-    session.run("pytest", *args)
+    """The whole test suite, model-backed tests included. Pass pytest arguments after --."""
+    _install(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Probe this machine and run its default matrix into results/<platform-id>/ (args after -- go to `dvm bench`)."""
+    _install(session, "base")
+    session.run("dvm", "probe")
+    platform = _platform_id(session)
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", f"results/{platform}/latest"]
+    session.run("dvm", "bench", *args)
+
+
+@nox.session(name="bench-quick")
+def bench_quick(session: nox.Session) -> None:
+    """The quick matrix (under 3 minutes on 2 cores)."""
+    _install(session, "base")
+    platform = _platform_id(session)
+    session.run("dvm", "bench", "--quick", "--out", f"results/{platform}/quick", *session.posargs)
+
+
+@nox.session(name="build-whispercpp")
+def build_whispercpp(session: nox.Session) -> None:
+    """Build whisper.cpp variants from the pywhispercpp sdist: -- native|avx2|openblas|vulkan|cuda ..."""
+    _install(session, "base")
+    names = session.posargs or ["native"]
+    session.run("python", "-m", "dvm.harness.variants", "build", *names)
+
+
+@nox.session
+def fixtures(session: nox.Session) -> None:
+    """Regenerate fixtures/audio (needs espeak-ng, flite, festival, sox from the system)."""
+    _install(session, "base")
+    session.run("python", "-m", "dvm.harness.clipgen", *session.posargs)

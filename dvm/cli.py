@@ -171,6 +171,109 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- bench / report
+
+
+def _default_out_dir(platform_id: str) -> Path:
+    import datetime as dt
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / platform_id / f"run-{stamp}"
+
+
+def cmd_bench(args) -> int:
+    from dvm.harness import bench, probe, report
+
+    profile = probe.collect(check_engines=False)
+    platform_id = probe.platform_id(profile)
+    options = bench.BenchOptions(
+        clips_dir=args.clips, quick=args.quick, engines=args.engines, models=args.models, threads=args.threads,
+        beams=args.beams, contexts=args.audio_ctx, quants=args.quants, variants=args.variants, repeats=args.repeats,
+        concurrency=not args.no_concurrency, wer_budget=args.wer_budget,
+    )
+    out_dir = Path(args.out) if args.out else _default_out_dir(platform_id)
+    interactive = _interactive(args)
+    console = _console(stderr=True)
+    progress = None
+    if interactive:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        progress.start()
+        task = progress.add_task("bench", total=None)
+
+    def on_start(total):
+        if progress:
+            progress.update(task, total=total, description="measuring")
+
+    def on_cell(i, total, cell, result):
+        if "error" in result:
+            line = f"[red]{cell.id}: {result['error']}[/red]"
+        elif "records" in result:
+            summary = report.summarize_cell(result)
+            load = (result.get("machine_load") or {}).get("foreign_cores")
+            warn = f"  [yellow]warning: other processes used {load:.2f} cores[/yellow]" if load and load > 0.25 else ""
+            line = f"{cell.id}: RTF {summary['median_rtf']:.4f}  WER {summary['wer'] if summary['wer'] is not None else float('nan'):.3f}{warn}"
+        else:
+            line = f"{cell.id}: {result['throughput_x_realtime']:.1f}x real time, p95 {result['latency_p95_s']:.2f} s"
+        if progress:
+            progress.update(task, completed=i, description=cell.id)
+            progress.console.print(line)
+        elif not args.json:
+            print(line.replace("[red]", "").replace("[/red]", "").replace("[yellow]", "").replace("[/yellow]", ""), file=sys.stderr)
+
+    try:
+        run = bench.run(options, out_dir, profile, on_cell=on_cell, on_start=on_start)
+    except KeyboardInterrupt:
+        if progress:
+            progress.stop()
+        print(f"dvm: interrupted; finished cells saved in {out_dir}", file=sys.stderr)
+        return 130
+    finally:
+        if progress and progress.live.is_started:
+            progress.stop()
+    if args.json:
+        _print_json({"out_dir": str(out_dir), "chosen": run["chosen"], "table": report.rows([run])})
+    else:
+        if sys.stdout.isatty():
+            report.render_terminal([run], _console())
+        else:
+            sys.stdout.write(report.markdown([run]))
+        chosen = run.get("chosen")
+        print(f"results: {out_dir}")
+        if chosen:
+            print(f"chosen: {chosen['cell']} (RTF {chosen['median_rtf']:.4f}, WER {chosen['wer']:.3f}) -> {out_dir / 'chosen.toml'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from dvm.harness import report
+
+    runs = report.find_runs(args.paths)
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        _print_json(report.rows(runs))
+    elif fmt == "csv":
+        sys.stdout.write(report.csv_text(runs))
+    elif fmt == "md":
+        sys.stdout.write(report.markdown(runs))
+    else:
+        report.render_terminal(runs, _console())
+    if args.plot:
+        report.plot(runs, Path(args.plot))
+    return 0
+
+
+def _int_list(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -230,6 +333,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON with segments, timings and RTF")
     p.set_defaults(func=cmd_transcribe)
 
+    p = commands.add_parser("bench", help="run the RTF x WER matrix and choose a configuration",
+                            description="Measure engines x models x quantisations x threads x beams x context policies on "
+                                        "reference clips, each cell in a fresh process; write results.json, table.md, table.csv, "
+                                        "pareto.png and chosen.toml. Without axis options, the curated matrix for this machine runs.")
+    p.add_argument("--quick", action="store_true", help="a small matrix (tiny.en, 4 clips, 3 repeats): well under 3 minutes")
+    p.add_argument("--clips", type=Path, help="clips directory laid out like fixtures/audio (manifest.json + WAVs)")
+    p.add_argument("--engines", nargs="+", choices=["whispercpp", "faster-whisper"])
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--quants", nargs="+", help="f16/q8_0 for whispercpp; int8/float32/... for faster-whisper")
+    p.add_argument("--threads", nargs="+", type=_int_list)
+    p.add_argument("--beams", nargs="+", type=_int_list)
+    p.add_argument("--audio-ctx", nargs="+", help="full | fit | N (whispercpp)")
+    p.add_argument("--variants", nargs="+", help="whisper.cpp builds: wheel (PyPI) and any built with `nox -s build-whispercpp`")
+    p.add_argument("--repeats", type=_int_list, help="timed repeats per clip (default 5; quick 3)")
+    p.add_argument("--no-concurrency", action="store_true", help="skip the workers x threads serving runs")
+    p.add_argument("--wer-budget", type=float, default=0.02, help="WER points above the best a chosen cell may lose (default 0.02)")
+    p.add_argument("--out", help="run directory (default results/<platform-id>/run-<UTC time>)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser("report", help="tables from one or many result directories (merges machines)",
+                            description="Merge results.json files (run directories, or folders holding them) into one table.")
+    p.add_argument("paths", nargs="+", metavar="RESULTS_DIR")
+    p.add_argument("--format", default="table", choices=["table", "md", "csv", "json"])
+    p.add_argument("--plot", help="also write the RTF x WER plot to this PNG")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

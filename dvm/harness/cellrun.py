@@ -1,0 +1,125 @@
+"""The child side of a matrix cell: one fresh process loads one engine configuration and times it.
+
+    python -m dvm.harness.cellrun JOB.json RESULT.json
+
+JOB holds the engine config, the clips (id, path, language, reference text), warm-up count,
+repeats, and optionally a ``start_file`` to wait for (concurrency runs start all workers
+together). RESULT gets one record per clip. A fresh process per cell keeps the peak-RSS figure
+clean and stops one configuration's threads or caches from colouring the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _vram_mb() -> float | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            pid = os.getpid()
+            total = 0
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid == pid and proc.usedGpuMemory:
+                        total += proc.usedGpuMemory
+            return total / 1e6
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVIDIA driver/library: no VRAM figure
+        return None
+
+
+def run(job: dict) -> dict:
+    from dvm.harness import engines, scoring
+    from dvm.harness.audio import load_audio
+    from dvm.harness.engines.base import resolve_audio_ctx
+
+    config = engines.EngineConfig.from_dict(job["config"])
+    engine = engines.create(config)
+    load_seconds = engine.load()
+    info = engine.info()
+    audio = {clip["id"]: load_audio(clip["path"]) for clip in job["clips"]}
+    warmup, repeats = int(job.get("warmup", 1)), int(job.get("repeats", 5))
+
+    start_file = job.get("start_file")
+    if start_file:  # concurrency run: say we are ready, wait for the common start
+        Path(job["ready_file"]).write_text(str(os.getpid()))
+        while not os.path.exists(start_file):
+            time.sleep(0.002)
+
+    records = []
+    for clip in job["clips"]:
+        pcm = audio[clip["id"]]
+        for _ in range(warmup):
+            engine.transcribe(pcm)
+        walls, stamps, result = [], [], None
+        for _ in range(repeats):
+            began = time.time()
+            result = engine.transcribe(pcm)
+            walls.append(result.seconds)
+            stamps.append([began, time.time()])
+        seconds = result.audio_seconds
+        accuracy = scoring.score(clip.get("text"), result.text, clip.get("language", "en"), seconds)
+        records.append({
+            "clip_id": clip["id"],
+            "clip_kind": clip.get("kind"),
+            "language": clip.get("language"),
+            "audio_seconds": seconds,
+            "audio_ctx_frames": resolve_audio_ctx(config.audio_ctx, seconds) if config.engine == "whispercpp" else None,
+            "warmup": warmup,
+            "repeats": repeats,
+            "wall_seconds": walls,
+            "stamps": stamps,
+            "median_s": statistics.median(walls),
+            "min_s": min(walls),
+            "median_rtf": statistics.median(walls) / seconds,
+            "min_rtf": min(walls) / seconds,
+            "spread": (max(walls) - min(walls)) / statistics.median(walls) if len(walls) > 1 else 0.0,
+            "timings": result.timings,
+            "text": result.text,
+            "reference": clip.get("text"),
+            "wer": accuracy.get("wer"),
+            "cer": accuracy.get("cer"),
+            "hallucination_wps": accuracy.get("hallucination_wps"),
+            "score": accuracy,
+        })
+    engine.close()
+    return {
+        "config": config.as_dict(),
+        "info": info,
+        "load_seconds": load_seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "vram_mb": _vram_mb() if config.device != "cpu" else None,
+        "pid": os.getpid(),
+        "records": records,
+    }
+
+
+def main(argv: list[str]) -> int:
+    job_file, result_file = argv
+    job = json.loads(Path(job_file).read_text())
+    try:
+        result = run(job)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the cell's error
+        result = {"error": f"{exc.__class__.__name__}: {exc}"}
+    Path(result_file).write_text(json.dumps(result))
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,251 @@
+"""The RTF x WER matrix: cells (engine configurations), the default and quick matrices, and the
+runner that measures each cell in a fresh subprocess."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dvm.harness.engines import EngineConfig
+from dvm.harness.errors import DvmError
+
+
+@dataclass
+class Cell:
+    config: EngineConfig
+    variant: str = "wheel"  # whisper.cpp build: wheel | native | openblas | vulkan | cuda ...
+    workers: int = 1  # >1: concurrency run, W processes x config.threads threads
+
+    @property
+    def id(self) -> str:
+        c = self.config
+        engine = f"whispercpp[{self.variant}]" if c.engine == "whispercpp" else c.engine
+        parts = [engine, c.model, c.quant, f"t{c.threads}", f"b{c.beam_size}", f"ctx-{c.audio_ctx}"]
+        if c.temperature_fallback:
+            parts.append("tfb")
+        if c.device != "cpu":
+            parts.append(c.device)
+        if self.workers > 1:
+            parts.append(f"w{self.workers}")
+        return "/".join(parts)
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    clips: list  # dvm.harness.clips.Clip
+    warmup: int = 1
+    repeats: int = 5
+    concurrency: list[Cell] = field(default_factory=list)
+
+
+def expand(engines: list[str], models: list[str], threads: list[int], beams: list[int], contexts: list[str],
+           whispercpp_quants: list[str], fw_quants: list[str], variants: list[str], language: str = "en") -> list[Cell]:
+    """The cross product, with each engine's own quantisation axis (and whisper.cpp's build variants)."""
+    cells = []
+    for engine, model, t, b in itertools.product(engines, models, threads, beams):
+        if engine == "whispercpp":
+            for variant, quant, ctx in itertools.product(variants, whispercpp_quants, contexts):
+                cells.append(Cell(EngineConfig("whispercpp", model, quant, t, b, ctx, language), variant))
+        elif engine == "faster-whisper":
+            for quant in fw_quants:
+                cells.append(Cell(EngineConfig("faster-whisper", model, quant, t, b, "full", language)))
+        else:
+            raise DvmError(f"unknown engine {engine!r}")
+    return cells
+
+
+def default_threads() -> list[int]:
+    cores = os.cpu_count() or 2
+    return sorted({1, min(2, cores), min(4, cores)} | ({cores} if cores <= 8 else set()))
+
+
+def select_clips(clips: list, quick: bool) -> list:
+    """Scored English speech clips (the quick matrix takes three of different kinds)."""
+    speech = [c for c in clips if c.kind not in ("dialogue",) and c.language == "en" and c.text]
+    if not quick:
+        return speech
+    chosen, kinds = [], set()
+    for clip in speech:
+        if clip.kind not in kinds:
+            chosen.append(clip)
+            kinds.add(clip.kind)
+        if len(chosen) == 3:
+            break
+    return chosen
+
+
+# ---------------------------------------------------------------------------- machine load
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies from /proc/stat, or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    values = list(map(int, fields))
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class LoadMonitor:
+    """How much CPU *other* processes used while a cell ran (in cores), from /proc/stat minus our children."""
+
+    def __init__(self):
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def start(self):
+        import resource
+
+        self._jiffies = _cpu_jiffies()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._children = usage.ru_utime + usage.ru_stime
+        self._wall = time.monotonic()
+        self._load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+    def stop(self) -> dict:
+        import resource
+
+        wall = time.monotonic() - self._wall
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = usage.ru_utime + usage.ru_stime - self._children
+        now = _cpu_jiffies()
+        out = {"loadavg_1m_before": self._load, "wall_s": wall}
+        if self._jiffies and now:
+            busy = (now[0] - self._jiffies[0]) / self.ticks
+            out["foreign_cores"] = max(0.0, (busy - ours) / wall) if wall > 0 else 0.0
+        return out
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _clip_jobs(clips: list) -> list[dict]:
+    return [{"id": c.id, "path": str(c.path), "language": c.language, "text": c.text, "kind": c.kind} for c in clips]
+
+
+def _spawn(cell: Cell, job: dict, workdir: Path, tag: str) -> tuple[subprocess.Popen, Path]:
+    from dvm.harness import variants
+
+    job_file, result_file = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
+    job_file.write_text(json.dumps(job))
+    env = variants.subprocess_env(cell.variant) if cell.config.engine == "whispercpp" else dict(os.environ)
+    process = subprocess.Popen([sys.executable, "-m", "dvm.harness.cellrun", str(job_file), str(result_file)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return process, result_file
+
+
+def _collect(process: subprocess.Popen, result_file: Path, cell: Cell) -> dict:
+    _, stderr = process.communicate()
+    if result_file.exists():
+        result = json.loads(result_file.read_text())
+    else:
+        tail = (stderr or "").strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
+        result = {"error": f"cell process died: {tail[0]}"}
+    result["cell_id"] = cell.id
+    result["variant"] = cell.variant
+    result["workers"] = cell.workers
+    return result
+
+
+def run_cell(cell: Cell, clips: list, warmup: int, repeats: int, workdir: Path) -> dict:
+    monitor = LoadMonitor()
+    monitor.start()
+    process, result_file = _spawn(cell, {"config": cell.config.as_dict(), "clips": _clip_jobs(clips),
+                                         "warmup": warmup, "repeats": repeats}, workdir, "cell")
+    try:
+        result = _collect(process, result_file, cell)
+    except KeyboardInterrupt:
+        process.kill()
+        raise
+    result["machine_load"] = monitor.stop()
+    return result
+
+
+def run_concurrent(cell: Cell, clips: list, workdir: Path, repeats: int = 1) -> dict:
+    """W worker processes, each with the cell's threads, transcribe the clips at the same moment."""
+    monitor = LoadMonitor()
+    start_file = workdir / "start"
+    start_file.unlink(missing_ok=True)
+    spawned = []
+    for w in range(cell.workers):
+        job = {"config": cell.config.as_dict(), "clips": _clip_jobs(clips), "warmup": 1, "repeats": repeats,
+               "start_file": str(start_file), "ready_file": str(workdir / f"ready-{w}")}
+        spawned.append(_spawn(cell, job, workdir, f"worker-{w}"))
+    try:
+        deadline = time.monotonic() + 600
+        while not all((workdir / f"ready-{w}").exists() for w in range(cell.workers)):
+            if any(p.poll() is not None for p, _ in spawned) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        monitor.start()
+        start_file.write_text("go")
+        results = [_collect(p, f, cell) for p, f in spawned]
+    except KeyboardInterrupt:
+        for p, _ in spawned:
+            p.kill()
+        raise
+    finally:
+        for w in range(cell.workers):
+            (workdir / f"ready-{w}").unlink(missing_ok=True)
+    load = monitor.stop()
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        return {"cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "error": errors[0]}
+    latencies, audio_total, first, last = [], 0.0, float("inf"), 0.0
+    for r in results:
+        for rec in r["records"]:
+            latencies += rec["wall_seconds"]
+            audio_total += rec["audio_seconds"] * len(rec["wall_seconds"])
+            for began, ended in rec["stamps"]:
+                first, last = min(first, began), max(last, ended)
+    latencies.sort()
+    wall = last - first
+    return {
+        "cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "config": cell.config.as_dict(),
+        "threads_total": cell.workers * cell.config.threads,
+        "utterances": len(latencies), "audio_seconds": audio_total, "wall_seconds": wall,
+        "throughput_x_realtime": audio_total / wall if wall > 0 else None,
+        "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+        "peak_rss_mb": sum(r["peak_rss_mb"] for r in results),
+        "machine_load": load,
+    }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    k = (len(values) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def run_plan(plan: Plan, on_cell: Callable[[int, int, Cell, dict], None] | None = None) -> tuple[list[dict], list[dict], bool]:
+    """Run every cell; returns (cell results, concurrency results, interrupted?). Finished cells are kept on Ctrl-C."""
+    cells_out, conc_out = [], []
+    total = len(plan.cells) + len(plan.concurrency)
+    with tempfile.TemporaryDirectory(prefix="dvm-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            for i, cell in enumerate(plan.cells, 1):
+                result = run_cell(cell, plan.clips, plan.warmup, plan.repeats, workdir)
+                cells_out.append(result)
+                if on_cell:
+                    on_cell(i, total, cell, result)
+            for j, cell in enumerate(plan.concurrency, len(plan.cells) + 1):
+                result = run_concurrent(cell, plan.clips, workdir)
+                conc_out.append(result)
+                if on_cell:
+                    on_cell(j, total, cell, result)
+        except KeyboardInterrupt:
+            return cells_out, conc_out, True
+    return cells_out, conc_out, False

@@ -1,0 +1,137 @@
+"""Source builds of whisper.cpp (through the pywhispercpp sdist) side by side with the PyPI wheel.
+
+Each variant is a pip ``--target`` directory under ``DVM_VARIANTS_DIR`` (default
+``DVM_HOME/variants/<name>``). A matrix cell for a variant runs in a subprocess whose
+``PYTHONPATH`` starts with that directory, so its ``_pywhispercpp`` shadows the wheel's.
+
+    python -m dvm.harness.variants build native|avx2|openblas|vulkan|cuda
+    python -m dvm.harness.variants list
+
+The same command is what ``nox -s build-whispercpp`` and Dockerfile.whisper run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dvm.harness.errors import DvmError
+from dvm.harness.paths import dvm_home
+
+SDIST = "pywhispercpp==1.5.1"
+WHEEL = "wheel"  # the PyPI wheel, no build
+
+# CMake flags per variant (passed through the sdist's CMAKE_ARGS).
+FLAGS: dict[str, list[str]] = {
+    "native": ["-DGGML_NATIVE=ON"],
+    "avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON"],
+    "openblas": ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BLAS=ON", "-DGGML_BLAS_VENDOR=OpenBLAS"],
+    "vulkan": ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_VULKAN=ON"],
+    "cuda": ["-DGGML_NATIVE=OFF", "-DGGML_CUDA=ON"],
+    "neon": ["-DGGML_NATIVE=ON"],
+}
+# What a variant needs from the system, for an actionable error.
+NEEDS = {
+    "openblas": "OpenBLAS headers (Debian/Ubuntu: libopenblas-dev)",
+    "vulkan": "Vulkan headers + glslc (Debian/Ubuntu: libvulkan-dev glslc; Debian 12's headers are too old)",
+    "cuda": "the CUDA toolkit (nvcc)",
+}
+
+
+def variants_dir() -> Path:
+    env = os.environ.get("DVM_VARIANTS_DIR")
+    path = Path(env) if env else dvm_home() / "variants"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def variant_path(name: str) -> Path | None:
+    """The --target directory of a built variant, or None for the wheel."""
+    if name == WHEEL:
+        return None
+    path = variants_dir() / name
+    if not (path / "build.json").exists():
+        raise DvmError(f"whisper.cpp variant {name!r} is not built; run `nox -s build-whispercpp -- {name}`")
+    return path
+
+
+def installed_variants() -> dict[str, dict]:
+    out = {}
+    for path in sorted(variants_dir().glob("*/build.json")):
+        try:
+            out[path.parent.name] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def subprocess_env(name: str, base: dict | None = None) -> dict[str, str]:
+    """Environment for a subprocess that should import the variant's bindings."""
+    env = dict(base if base is not None else os.environ)
+    path = variant_path(name)
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(path)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if name == "vulkan":
+        # ggml-vulkan skips CPU-type devices (lavapipe) unless told which device to use
+        env.setdefault("GGML_VK_VISIBLE_DEVICES", "0")
+    return env
+
+
+def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = None) -> Path:
+    if name not in FLAGS:
+        raise DvmError(f"unknown variant {name!r}; choose one of {', '.join(FLAGS)}")
+    target = variants_dir() / name
+    flags = FLAGS[name] + (extra_flags or [])
+    env = dict(os.environ)
+    env["CMAKE_ARGS"] = " ".join(flags)
+    env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs or os.cpu_count() or 2)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as wheelhouse:
+        command = [sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", "--no-binary", "pywhispercpp", SDIST, "-w", wheelhouse]
+        print(f"building whisper.cpp variant {name}: {' '.join(flags)}", flush=True)
+        result = subprocess.run(command, env=env)
+        wheels = list(Path(wheelhouse).glob("pywhispercpp-*.whl"))
+        if result.returncode != 0 or not wheels:
+            hint = f"; it needs {NEEDS[name]}" if name in NEEDS else ""
+            raise DvmError(f"building variant {name} failed (pip wheel exit {result.returncode}){hint}")
+        staging = target.with_name(name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(staging), str(wheels[0])], check=True)
+        meta = {"variant": name, "flags": flags, "sdist": SDIST, "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "build_seconds": round(time.time() - started, 1), "wheel": wheels[0].name}
+        (staging / "build.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    print(f"variant {name} ready in {target} ({meta['build_seconds']} s)", flush=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dvm.harness.variants", description="Build or list whisper.cpp source variants.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build one or more variants from the pywhispercpp sdist")
+    b.add_argument("names", nargs="+", choices=sorted(FLAGS))
+    b.add_argument("--jobs", type=int)
+    sub.add_parser("list", help="list built variants")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            for name in args.names:
+                build(name, args.jobs)
+        else:
+            print(json.dumps(installed_variants(), indent=2))
+    except DvmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

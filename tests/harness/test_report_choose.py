@@ -1,0 +1,113 @@
+"""Tables, the Pareto front, seed claims and the choice rule, on synthetic results files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dvm.harness import choose, report
+from dvm.harness.errors import DvmError
+
+
+def record(rtf: float, wer: float | None, clip="c1", seconds=10.0, halluc=None, reference="x"):
+    walls = [rtf * seconds] * 3
+    return {"clip_id": clip, "audio_seconds": seconds, "wall_seconds": walls, "median_s": walls[0], "min_s": walls[0],
+            "median_rtf": rtf, "min_rtf": rtf, "spread": 0.0, "repeats": 3, "reference": reference,
+            "score": {"wer": wer, "cer": wer, "hallucination_wps": halluc, "ref_words": 10,
+                      "substitutions": int((wer or 0) * 10), "deletions": 0, "insertions": 0, "hyp_words": 10}}
+
+
+def cell(cell_id, rtf, wer, engine="whispercpp", quant="f16", halluc=0.0):
+    return {"cell_id": cell_id, "variant": "wheel", "load_seconds": 0.1, "peak_rss_mb": 100.0,
+            "config": {"engine": engine, "model": "tiny.en", "quant": quant, "threads": 2, "beam_size": 1,
+                       "audio_ctx": "fit", "language": "en", "temperature_fallback": False, "device": "cpu"},
+            "info": {"device": "cpu", "engine_version": "x"},
+            "records": [record(rtf, wer), record(rtf, None, clip="silence", halluc=halluc, reference="")]}
+
+
+def run_file(cells, platform="linux-x86_64-avx512"):
+    return {"schema": 1, "platform_id": platform, "cells": cells, "concurrency": []}
+
+
+def test_choice_is_fastest_within_wer_budget():
+    cells = [cell("accurate-slow", 0.10, 0.00), cell("close-fast", 0.03, 0.02), cell("wrong-fastest", 0.01, 0.30)]
+    picked = choose.choose(cells, wer_budget=0.02)
+    assert picked["summary"]["cell"] == "close-fast"
+    assert picked["best_wer"] == 0.0 and picked["candidates"] == 2
+    tighter = choose.choose(cells, wer_budget=0.01)
+    assert tighter["summary"]["cell"] == "accurate-slow"
+
+
+def test_choice_rejects_hallucinating_cells():
+    cells = [cell("quiet", 0.05, 0.0, halluc=0.0), cell("chatty", 0.02, 0.0, halluc=0.5)]
+    assert choose.choose(cells)["summary"]["cell"] == "quiet"
+
+
+def test_choice_skips_errors_and_handles_empty():
+    assert choose.choose([{"cell_id": "x", "error": "boom"}]) is None
+    assert choose.choose([]) is None
+
+
+def test_chosen_toml_roundtrip(tmp_path):
+    cells = [cell("a", 0.05, 0.01)]
+    picked = choose.choose(cells)
+    serving = {"workers": 2, "config": {"threads": 1}, "throughput_x_realtime": 30.0, "latency_p95_s": 0.4}
+    text = choose.render_toml("linux-x86_64-avx512", picked, serving, "results/x")
+    path = tmp_path / "chosen.toml"
+    path.write_text(text)
+    data = choose.read_chosen(path)
+    assert data["engine"]["engine"] == "whispercpp" and data["engine"]["audio_ctx"] == "fit"
+    assert data["serving"] == {"workers": 2, "threads": 1, "throughput_x_realtime": 30.0, "latency_p95_s": 0.4}
+    assert data["figures"]["median_rtf"] == pytest.approx(0.05)
+    config = choose.read_config(path)
+    assert config.engine == "whispercpp" and config.threads == 2 and config.quant == "f16"
+    assert "lowest median RTF" in data["rule"]
+
+
+def test_bad_chosen_files(tmp_path):
+    with pytest.raises(DvmError, match="no such config"):
+        choose.read_chosen(tmp_path / "absent.toml")
+    (tmp_path / "bad.toml").write_text("this is = = not toml")
+    with pytest.raises(DvmError, match="invalid TOML"):
+        choose.read_chosen(tmp_path / "bad.toml")
+
+
+def test_pareto_front():
+    points = [(0.1, 0.0), (0.05, 0.05), (0.2, 0.1), (0.01, 0.3), (0.05, 0.06)]
+    assert sorted(report.pareto_front(points)) == [0, 1, 3]
+
+
+def test_seed_claims_match_platforms():
+    assert report.claim_for("linux-x86_64-avx512", "cpu")["claimed_rtf"] == 0.2
+    assert report.claim_for("linux-x86_64-avx2", "cuda")["claimed_rtf"] == 0.05
+    assert report.claim_for("darwin-arm64-neon", "metal")["claimed_rtf"] == 0.03
+    assert report.claim_for("linux-aarch64-neon", "cpu")["configuration"] == "CPU (NEON)"
+    assert report.claim_for("linux-x86_64-avx2", "vulkan")["claim"] == "3-5x faster than CPU"
+
+
+def test_outputs_and_merge(tmp_path):
+    run_a = run_file([cell("a", 0.05, 0.01), cell("b", 0.02, 0.05, engine="faster-whisper", quant="int8")])
+    run_b = run_file([cell("a", 0.04, 0.01)], platform="linux-aarch64-neon")
+    report.write_outputs(run_a, tmp_path / "x86")
+    report.write_outputs(run_b, tmp_path / "arm")
+    for name in ("results.json", "table.md", "table.csv", "pareto.png"):
+        assert (tmp_path / "x86" / name).stat().st_size > 0
+    merged = report.find_runs([tmp_path])
+    assert {r["platform_id"] for r in merged} == {"linux-x86_64-avx512", "linux-aarch64-neon"}
+    md = report.markdown(merged)
+    assert md.count("| linux-") == 3 and "0.200" in md  # the seed's claim stands beside the measured RTF
+    csv = report.csv_text(merged)
+    assert csv.splitlines()[0].startswith("platform,")
+    assert len(csv.strip().splitlines()) == 4
+
+
+def test_unusable_results(tmp_path):
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(DvmError, match="not valid JSON"):
+        report.load_run(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(DvmError, match="not a dvm results file"):
+        report.load_run(tmp_path)
+    with pytest.raises(DvmError, match="no results.json"):
+        report.find_runs([tmp_path / "empty"]) if (tmp_path / "empty").mkdir() is None else None
