@@ -65,3 +65,24 @@ def fixtures(session: nox.Session) -> None:
     """Regenerate fixtures/audio (needs espeak-ng, flite, festival, sox from the system)."""
     _install(session, "base")
     session.run("python", "-m", "dvm.harness.clipgen", *session.posargs)
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """Run the quick matrix and compare it with results/<platform-id>/gate-baseline.json.
+
+    `nox -s gate -- --update-baseline` accepts this run as the new baseline (commit the file).
+    A platform without a committed baseline passes with a note: there is nothing to regress from.
+    """
+    _install(session, "base")
+    platform = _platform_id(session)
+    baseline = f"results/{platform}/gate-baseline.json"
+    run_dir = ".nox/gate-run"
+    session.run("dvm", "bench", "--quick", "--no-concurrency", "--out", run_dir)
+    if "--update-baseline" in session.posargs:
+        session.run("dvm", "gate", "--baseline", baseline, run_dir, "--update-baseline")
+        return
+    if not os.path.exists(baseline):
+        session.log(f"no baseline for {platform} ({baseline}); gate skipped. Create one with: nox -s gate -- --update-baseline")
+        return
+    session.run("dvm", "gate", "--baseline", baseline, run_dir, *session.posargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -140,9 +141,13 @@ def _engine_config(args):
     from dvm.harness.engines import EngineConfig
 
     if getattr(args, "config", None):
-        from dvm.harness.choose import read_config
+        from dvm.harness import variants
+        from dvm.harness.choose import read_chosen
 
-        return read_config(Path(args.config))
+        chosen = read_chosen(Path(args.config))
+        if chosen["engine"]["engine"] == "whispercpp":
+            variants.activate(chosen["engine"].get("variant", "wheel"))
+        return EngineConfig.from_dict(chosen["engine"])
     quant = args.quant or ("f16" if args.engine == "whispercpp" else "int8")
     return EngineConfig(engine=args.engine, model=args.model, quant=quant, threads=args.threads,
                         beam_size=args.beam_size, audio_ctx=args.audio_ctx, language=args.language,
@@ -264,6 +269,46 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_gate(args) -> int:
+    import tempfile
+
+    from dvm.harness import bench, gate, probe
+
+    if args.update_baseline:
+        if not args.results:
+            raise DvmError("--update-baseline needs the RESULTS_DIR to accept as the new baseline")
+        path = gate.update_baseline(args.results, args.baseline)
+        print(f"baseline updated: {path}")
+        return 0
+    baseline = gate.load(args.baseline)
+    if args.results:
+        current = gate.load(args.results)
+    else:
+        profile = probe.collect(check_engines=False)
+        with tempfile.TemporaryDirectory(prefix="dvm-gate-") as tmp:
+            options = bench.BenchOptions(quick=True, concurrency=False)
+            print("running the quick matrix for the gate ...", file=sys.stderr)
+            current = bench.run(options, Path(tmp), profile)
+    verdict = gate.compare(baseline, current, rtf_threshold=args.threshold, wer_tolerance=args.wer_tolerance)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json({"ok": verdict.ok, "platform_id": verdict.platform_id, "calibration_ratio": verdict.calibration_ratio,
+                     "regressions": [asdict(f) for f in verdict.regressions], "checked": [asdict(f) for f in verdict.checked]})
+    else:
+        print(gate.render(verdict))
+    return 0 if verdict.ok else 1
+
+
+def cmd_serve(args) -> int:
+    from dvm.server.main import serve
+
+    if args.config and args.auto_config:
+        raise DvmError("give either --config FILE or --auto-config, not both")
+    token = args.token or os.environ.get("DVM_HTTP_TOKEN")
+    return serve(args.config, args.auto_config, args.transport, args.host, args.port, token)
+
+
 def _int_list(text: str) -> int:
     try:
         value = int(text)
@@ -352,6 +397,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default results/<platform-id>/run-<UTC time>)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser("gate", help="compare a run with a committed baseline: exit 0 ok, 1 regression, 2 unusable",
+                            description="Regression gate on RTF (min of repeats, normalised by a same-run calibration kernel) "
+                                        "and WER/hallucination (deterministic greedy decoding). Without RESULTS_DIR the quick matrix runs now.")
+    p.add_argument("--baseline", required=True, help="baseline results.json (or its run directory)")
+    p.add_argument("results", nargs="?", metavar="RESULTS_DIR", help="the run to check (default: run the quick matrix now)")
+    p.add_argument("--threshold", type=float, default=0.10, help="allowed normalised RTF increase (default 0.10 = 10%%)")
+    p.add_argument("--wer-tolerance", type=float, default=0.005, help="allowed WER increase per clip (default 0.005)")
+    p.add_argument("--update-baseline", action="store_true", help="accept RESULTS_DIR as the new baseline (writes --baseline)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gate)
+
+    p = commands.add_parser("serve", help="the MCP server: Discord voice in, transcripts out",
+                            description="Run the MCP server (stdio by default). --auto-config uses the configuration `dvm bench` chose "
+                                        "for this platform (running the quick bench first if there is none). Environment variables of "
+                                        "the Go discord-voice-mcp server are honoured (DISCORD_TOKEN, WHISPER_*, AUDIO_*, ...).")
+    p.add_argument("--auto-config", action="store_true", help="use results of `dvm bench` for this platform")
+    p.add_argument("--config", help="a chosen.toml")
+    p.add_argument("--transport", default="stdio", choices=["stdio", "http"])
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others require --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="bearer token required on HTTP (or DVM_HTTP_TOKEN)")
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("report", help="tables from one or many result directories (merges machines)",
                             description="Merge results.json files (run directories, or folders holding them) into one table.")

@@ -16,7 +16,6 @@ from dvm.harness.engines import EngineConfig
 from dvm.harness.errors import DvmError
 from dvm.harness.matrix import Cell, Plan, expand, run_cell, run_concurrent
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
 
 
 @dataclass
@@ -38,9 +37,10 @@ class BenchOptions:
 
 
 def default_clips_dir() -> Path:
-    if FIXTURES.is_dir():
-        return FIXTURES
-    raise DvmError("no reference clips found; pass --clips DIR (a manifest.json + WAVs, laid out like fixtures/audio)")
+    directory = clipsmod.default_clips_dir()
+    if directory.is_dir():
+        return directory
+    raise DvmError(f"no reference clips at {directory}; pass --clips DIR or set DVM_CLIPS_DIR (manifest.json + WAVs, like fixtures/audio)")
 
 
 def select_clips(all_clips: list, quick: bool) -> list:
@@ -166,6 +166,9 @@ def run(options: BenchOptions, out_dir: Path, profile: dict,
                  "clips": [c.id for c in the_plan.clips], "cells": [c.id for c in the_plan.cells]},
         "cells": [], "concurrency": [], "interrupted": False, "chosen": None,
     }
+    from dvm.harness.gate import calibration
+
+    calibrations = [calibration()]
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="dvm-bench-") as tmp:
         workdir = Path(tmp)
@@ -186,6 +189,10 @@ def run(options: BenchOptions, out_dir: Path, profile: dict,
         except KeyboardInterrupt:
             interrupted = True
     run_data["interrupted"] = interrupted
+    if not interrupted:
+        calibrations.append(calibration())
+    run_data["calibration_s"] = min(calibrations)
+    run_data["calibration_samples_s"] = calibrations
     choice = chooser.choose(run_data["cells"], options.wer_budget)
     if choice:
         serving = chooser.choose_serving(run_data["concurrency"])

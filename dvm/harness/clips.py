@@ -16,6 +16,7 @@ WAV. Dialogue clips carry ``turns``: ``[{"speaker", "start", "end", "text"}, ...
 from __future__ import annotations
 
 import json
+import os
 import math
 import wave
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ SAMPLE_RATE = 16_000
 MANIFEST = "manifest.json"
 # The committed reference clips (present in a source checkout).
 DEFAULT_CLIPS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
+
+
+def default_clips_dir() -> Path:
+    """``DVM_CLIPS_DIR`` if set, else the repository's fixtures/audio."""
+    env = os.environ.get("DVM_CLIPS_DIR")
+    return Path(env) if env else DEFAULT_CLIPS_DIR
 _SECONDS_TOLERANCE = 0.05
 _CONVERT_HINT = "convert with: ffmpeg -i IN -ar 16000 -ac 1 -c:a pcm_s16le OUT.wav"
 
@@ -62,7 +69,7 @@ def load_clips(directory: str | Path | None = None) -> list[Clip]:
 
     Raises :class:`DvmError` with a one-line message naming the manifest entry at fault.
     """
-    directory = Path(directory) if directory is not None else DEFAULT_CLIPS_DIR
+    directory = Path(directory) if directory is not None else default_clips_dir()
     manifest = directory / MANIFEST
     if not directory.is_dir():
         raise DvmError(f"clips directory not found: {directory}")

@@ -154,6 +154,10 @@ def _collect(process: subprocess.Popen, result_file: Path, cell: Cell) -> dict:
     result["cell_id"] = cell.id
     result["variant"] = cell.variant
     result["workers"] = cell.workers
+    if cell.config.engine == "whispercpp" and cell.variant != "wheel":
+        from dvm.harness import variants
+
+        result["variant_build"] = variants.installed_variants().get(cell.variant)
     return result
 
 

@@ -77,11 +77,30 @@ def subprocess_env(name: str, base: dict | None = None) -> dict[str, str]:
     env = dict(base if base is not None else os.environ)
     path = variant_path(name)
     if path is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(path)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["PYTHONPATH"] = _prepend(str(path), env.get("PYTHONPATH"))
+        # the sdist's build leaves the extension's RUNPATH pointing at its temporary build folder;
+        # the shared libraries sit beside it in the target directory
+        library_var = "DYLD_LIBRARY_PATH" if sys.platform == "darwin" else "PATH" if os.name == "nt" else "LD_LIBRARY_PATH"
+        env[library_var] = _prepend(str(path), env.get(library_var))
     if name == "vulkan":
         # ggml-vulkan skips CPU-type devices (lavapipe) unless told which device to use
         env.setdefault("GGML_VK_VISIBLE_DEVICES", "0")
     return env
+
+
+def activate(name: str) -> None:
+    """Make this `dvm` process use a built variant: re-exec with its environment unless already so."""
+    if variant_path(name) is None or os.environ.get("DVM_ACTIVE_VARIANT") == name:
+        return
+    env = subprocess_env(name)
+    env["DVM_ACTIVE_VARIANT"] = name
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "dvm.cli", *sys.argv[1:]], env)
+
+
+def _prepend(item: str, current: str | None) -> str:
+    return os.pathsep.join([item] + ([current] if current else []))
 
 
 def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = None) -> Path:
@@ -89,6 +108,9 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
         raise DvmError(f"unknown variant {name!r}; choose one of {', '.join(FLAGS)}")
     target = variants_dir() / name
     flags = FLAGS[name] + (extra_flags or [])
+    if sys.platform.startswith("linux"):
+        # find libwhisper/libggml beside the extension, not in pip's temporary build folder
+        flags += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
     env = dict(os.environ)
     env["CMAKE_ARGS"] = " ".join(flags)
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs or os.cpu_count() or 2)
