@@ -1,0 +1,168 @@
+"""Serving benchmark: N synthetic speakers talk at once through the real pipeline.
+
+Each speaker plays reference clips as Discord would deliver them (48 kHz stereo s16, 20 ms frames,
+in real time, nothing sent while they are silent), and we measure end-of-speech -> transcript
+latency (p50/p95), throughput and drops.
+
+    python -m dvm.server.loadtest --speakers 1 4 8 [--config chosen.toml] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+FRAME_MS = 20
+FRAME_BYTES = 48000 * FRAME_MS // 1000 * 2 * 2  # 48 kHz, stereo, s16
+
+
+def to_discord_pcm(pcm16k: np.ndarray) -> bytes:
+    """16 kHz mono float32 -> 48 kHz stereo s16le, as a Discord receiver hands it over (FFmpeg resampler)."""
+    import av
+
+    resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
+    frame = av.AudioFrame.from_ndarray((np.clip(pcm16k, -1, 1) * 32767).astype("<i2")[None, :], format="s16", layout="mono")
+    frame.sample_rate = 16000
+    chunks = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame) + resampler.resample(None)]
+    return np.concatenate(chunks).astype("<i2").tobytes()
+
+
+def frames(pcm: bytes) -> list[bytes]:
+    return [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+
+
+def speaker_tracks(clip) -> dict[str, list[tuple[float, np.ndarray]]]:
+    """Per speaker, the (start second, audio) pieces they say: dialogue turns, or the whole clip."""
+    from dvm.harness.clips import read_audio
+
+    audio = read_audio(clip)
+    if not clip.turns:
+        return {"A": [(0.0, audio)]}
+    tracks: dict[str, list] = {}
+    for turn in clip.turns:
+        a, b = int(turn["start"] * 16000), int(turn["end"] * 16000)
+        pad = 1600  # 100 ms either side: the turn boundaries are where the TTS audio starts and stops
+        tracks.setdefault(turn["speaker"], []).append((max(0.0, turn["start"] - 0.1), audio[max(0, a - pad):b + pad]))
+    return tracks
+
+
+def schedule(pieces: dict[str, list[tuple[float, np.ndarray]]], offset: float = 0.0, prefix: str = ""):
+    """(time, speaker, frame) events: each piece's frames at 20 ms spacing from its start."""
+    events = []
+    for speaker, spoken in pieces.items():
+        for start, audio in spoken:
+            for i, frame in enumerate(frames(to_discord_pcm(audio))):
+                events.append((offset + start + i * FRAME_MS / 1000, prefix + speaker, frame))
+    events.sort(key=lambda e: e[0])
+    return events
+
+
+def play(pipeline, session_id: str, events, names: dict[str, str] | None = None, speed: float = 1.0) -> float:
+    """Feed events in (scaled) real time; returns the wall time the last frame went in."""
+    names = names or {}
+    began = time.monotonic()
+    for at, speaker, frame in events:
+        delay = at / speed - (time.monotonic() - began)
+        if delay > 0:
+            time.sleep(delay)
+        pipeline.feed(session_id, speaker, names.get(speaker, speaker), frame)
+    return time.monotonic()
+
+
+def run(n_speakers: int, settings, clips: list, store=None) -> dict:
+    from dvm.harness import engines
+    from dvm.server.pipeline import Pipeline
+
+    lines = []
+    lock = threading.Lock()
+
+    def on_line(line):
+        with lock:
+            lines.append(line)
+
+    pipeline = Pipeline(lambda: engines.create(settings.engine), store, settings, on_line=on_line)
+    pipeline.start()
+    events = []
+    spoken = 0
+    for i in range(n_speakers):
+        clip = clips[i % len(clips)]
+        pieces = {"A": [(0.0, _read(clip))]}
+        spoken += 1
+        events += schedule(pieces, offset=0.25 * i, prefix=f"spk{i}-")
+    events.sort(key=lambda e: e[0])
+    started = time.monotonic()
+    play(pipeline, "load", events)
+    pipeline.wait_idle(timeout=300)
+    deadline = time.monotonic() + settings.silence_timeout_ms / 1000 + 30
+    while len(lines) < spoken and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pipeline.wait_idle(timeout=300)
+    wall = time.monotonic() - started
+    stats = pipeline.stats()
+    pipeline.stop(drain=True)
+    latencies = sorted(l.latency_s for l in lines if l.status == "ok")
+    audio_s = sum(_read(clips[i % len(clips)]).size / 16000 for i in range(n_speakers))
+    return {
+        "speakers": n_speakers, "utterances": len(lines), "ok": sum(l.status == "ok" for l in lines),
+        "dropped": stats["dropped"], "failed": stats["failed"], "wall_s": wall, "audio_s": audio_s,
+        "latency_p50_s": _pct(latencies, 50), "latency_p95_s": _pct(latencies, 95), "latency_max_s": latencies[-1] if latencies else None,
+        "silence_timeout_s": settings.silence_timeout_ms / 1000, "workers": stats["workers"], "threads": stats["threads"],
+        "engine": f"{settings.engine.engine}/{settings.engine.model}/{settings.engine.quant}/ctx-{settings.engine.audio_ctx}",
+    }
+
+
+_AUDIO_CACHE: dict = {}
+
+
+def _read(clip) -> np.ndarray:
+    from dvm.harness.clips import read_audio
+
+    if clip.id not in _AUDIO_CACHE:
+        _AUDIO_CACHE[clip.id] = read_audio(clip)
+    return _AUDIO_CACHE[clip.id]
+
+
+def _pct(values, q):
+    if not values:
+        return None
+    k = (len(values) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dvm.harness.clips import load_clips
+    from dvm.server import config
+
+    parser = argparse.ArgumentParser(prog="python -m dvm.server.loadtest", description="N simultaneous speakers through the serving pipeline.")
+    parser.add_argument("--speakers", nargs="+", type=int, default=[1, 4, 8])
+    parser.add_argument("--config", type=Path, help="chosen.toml (default: built-in serving defaults)")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = config.load(args.config)
+    if args.workers:
+        settings.workers = args.workers
+    clips = [c for c in load_clips() if c.text and c.language == "en" and c.kind in ("clean", "human")]
+    results = []
+    for n in args.speakers:
+        result = run(n, settings, clips)
+        results.append(result)
+        if not args.json:
+            print(f"{n} speaker(s): p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s, "
+                  f"{result['ok']}/{result['utterances']} ok, dropped {result['dropped']} "
+                  f"(silence timeout {result['silence_timeout_s']:.2f} s, {result['workers']}x{result['threads']} {result['engine']})", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`dvm serve`: settings -> store -> pipeline -> voice adapter -> MCP app -> transport."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dvm.harness.errors import DvmError
+
+log = logging.getLogger("dvm.server")
+
+
+def resolve_config(auto: bool, config_file: str | None, announce=print) -> Path | None:
+    """The chosen.toml to serve with: explicit, or this platform's (running the quick bench if missing)."""
+    if config_file:
+        return Path(config_file)
+    if not auto:
+        return None
+    from dvm.harness import bench, probe
+    from dvm.harness.choose import chosen_path
+
+    profile = probe.collect(check_engines=False)
+    path = chosen_path(probe.platform_id(profile))
+    if path.exists():
+        return path
+    announce(f"no chosen configuration for {probe.platform_id(profile)} yet: running the quick benchmark first (about a minute)")
+    out = path.parent / f"bench-{probe.platform_id(profile)}"
+    bench.run(bench.BenchOptions(quick=True), out, profile,
+              on_cell=lambda i, total, cell, result: announce(f"  [{i}/{total}] {cell.id}"))
+    if not path.exists():
+        raise DvmError("the quick benchmark chose no configuration (every cell failed?)")
+    return path
+
+
+def build(settings, store_path: Path | None = None):
+    """Store, pipeline and voice adapter for these settings (nothing started)."""
+    from dvm.harness import engines, variants
+    from dvm.server.pipeline import Pipeline
+    from dvm.server.store import Store
+
+    if settings.engine.engine == "whispercpp" and settings.variant != "wheel":
+        variants.activate(settings.variant)
+    store = Store(store_path)
+    pipeline = Pipeline(lambda: engines.create(settings.engine), store, settings)
+    voice = None
+    if settings.discord_token:
+        try:
+            from dvm.server.voice.discord_client import DiscordVoice
+        except ImportError as exc:
+            log.warning("DISCORD_TOKEN is set but the Discord adapter cannot load (%s); serving without voice", exc)
+        else:
+            voice = DiscordVoice(settings)
+    return store, pipeline, voice
+
+
+def serve(config_file: str | None, auto: bool, transport: str, host: str, port: int, token: str | None) -> int:
+    from dvm.server import config
+    from dvm.server.app import build_app, run
+
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = resolve_config(auto, config_file, announce=lambda text: print(text, file=sys.stderr, flush=True))
+    settings = config.load(path)
+    if settings.workers > 1:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before the engines' OpenMP runtime starts
+    log.info("serving with %s (%s)", settings.engine.as_dict(), settings.source)
+    store, pipeline, voice = build(settings)
+    pipeline.start()
+    app = build_app(store, pipeline, voice)  # it also hooks pipeline.on_line for live transcript updates
+    try:
+        run(app, transport=transport, host=host, port=port, token=token)
+    finally:
+        pipeline.stop(drain=True)
+        store.close()
+    return 0

@@ -1,0 +1,373 @@
+"""Per-speaker audio in, transcript lines out.
+
+    48 kHz stereo s16 PCM (per speaker) -> 16 kHz mono -> Silero VAD -> utterances
+        -> bounded queue -> W workers (one loaded engine each) -> per-speaker ordered commit -> store
+
+Utterances end after ``silence_timeout_ms`` of non-speech (measured by the VAD on audio that
+arrives, or by the clock when a speaker's packets stop, as Discord stops sending during silence),
+or are cut at ``buffer_duration_s``. Speech shorter than ``min_buffer_ms`` is ignored.
+
+Overload policy: the queue holds at most ``queue_size`` utterances; when a new one arrives and
+the queue is full, the *oldest waiting* utterance is dropped (stored as a line with status
+"dropped", counted), because fresh speech matters more in a live call than a stale backlog.
+A transcription that raises is stored with status "failed" and counted; the pipeline goes on.
+Lines of one speaker are committed in the order that speaker spoke, whatever worker finishes first.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from dvm.server.config import Settings
+from dvm.server.vad import WINDOW, StreamingVad
+
+log = logging.getLogger("dvm.server.pipeline")
+
+SAMPLE_RATE = 16000
+PREROLL_WINDOWS = 6  # ~190 ms of audio kept before the VAD fires, so first syllables are not cut
+
+
+@dataclass
+class Line:
+    session_id: str
+    speaker_id: str
+    speaker_name: str
+    start: float
+    end: float
+    text: str
+    engine: str
+    latency_s: float
+    status: str = "ok"
+
+
+@dataclass
+class Utterance:
+    session_id: str
+    speaker_id: str
+    speaker_name: str
+    seq: int
+    start: float  # seconds since the session's first audio
+    end: float
+    end_wall: float  # monotonic time of the end of speech (latency reference)
+    pcm: np.ndarray
+    queued_at: float = 0.0
+
+
+class _Resampler:
+    """48 kHz stereo s16 -> 16 kHz mono float32, stateful across chunks (PyAV/FFmpeg's swresample)."""
+
+    def __init__(self):
+        import av
+
+        self._av = av
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def __call__(self, pcm: bytes) -> np.ndarray:
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if samples.size < 2:
+            return np.zeros(0, dtype=np.float32)
+        samples = samples[: samples.size - samples.size % 2]
+        frame = self._av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class _Speaker:
+    session_id: str
+    speaker_id: str
+    name: str
+    resample: _Resampler = field(default_factory=_Resampler)
+    vad: StreamingVad = field(default_factory=StreamingVad)
+    position: int = 0  # 16 kHz samples through the VAD
+    fed: int = 0  # 16 kHz samples received
+    anchor: float = 0.0  # session time of sample 0, moved forward across gaps in delivery
+    in_speech: bool = False
+    speech: list = field(default_factory=list)
+    speech_windows: int = 0
+    silence_windows: int = 0
+    start: float = 0.0
+    last_speech_time: float = 0.0
+    last_speech_wall: float = 0.0
+    last_audio_wall: float = 0.0
+    preroll: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PREROLL_WINDOWS))
+    vad_buffer: list = field(default_factory=list)
+    seq: int = 0
+
+
+class Pipeline:
+    def __init__(self, engine_factory: Callable[[], object], store, settings: Settings,
+                 on_line: Callable[[Line], None] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.engine_factory = engine_factory
+        self.store = store
+        self.settings = settings
+        self.on_line = on_line
+        self.clock = clock
+        self._speakers: dict[tuple[str, str], _Speaker] = {}
+        self._session_t0: dict[str, float] = {}
+        self._queue: collections.deque[Utterance] = collections.deque()
+        self._cond = threading.Condition()
+        self._commit_lock = threading.Lock()
+        self._next_commit: dict[tuple[str, str], int] = collections.defaultdict(int)
+        self._pending: dict[tuple[str, str], dict[int, Line]] = collections.defaultdict(dict)
+        self._feed_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._ticker: threading.Thread | None = None
+        self._running = False
+        self._engine_info: dict = {}
+        self._ready = threading.Barrier(max(1, settings.workers) + 1)
+        self.counters = collections.Counter()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._load_errors: list[str] = []
+        for i in range(max(1, self.settings.workers)):
+            thread = threading.Thread(target=self._worker, name=f"dvm-worker-{i}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        self._ready.wait()  # every worker has loaded its engine (or failed to)
+        if self._load_errors:
+            self.stop(drain=False)
+            raise RuntimeError(f"transcriber failed to load: {self._load_errors[0]}")
+        self._ticker = threading.Thread(target=self._tick, name="dvm-silence-ticker", daemon=True)
+        self._ticker.start()
+
+    def stop(self, drain: bool = True) -> None:
+        if drain:
+            for session_id in list(self._session_t0):
+                self.flush(session_id)
+            self.wait_idle()
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        for thread in self._workers:
+            thread.join(timeout=30)
+        self._workers.clear()
+
+    def begin(self, session_id: str) -> None:
+        """Mark the session's time zero (lines' start/end are relative to it)."""
+        self._session_t0.setdefault(session_id, self.clock())
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, session_id: str, speaker_id: str, speaker_name: str, pcm: bytes) -> None:
+        """Audio of one speaker: 48 kHz stereo s16le, any length (Discord gives 20 ms frames)."""
+        now = self.clock()
+        with self._feed_lock:
+            self.begin(session_id)
+            key = (session_id, str(speaker_id))
+            speaker = self._speakers.get(key)
+            if speaker is None:
+                speaker = _Speaker(session_id, str(speaker_id), speaker_name)
+                self._speakers[key] = speaker
+            speaker.name = speaker_name or speaker.name
+            samples = speaker.resample(pcm)
+            # Discord sends nothing while someone is silent: when audio resumes after a gap, move the
+            # speaker's time anchor so sample positions map onto session time again.
+            session_now = now - self._session_t0[session_id]
+            drift = session_now - (speaker.anchor + (speaker.fed + samples.size) / SAMPLE_RATE)
+            if drift > 0.1 or speaker.fed == 0:
+                speaker.anchor += drift
+            speaker.fed += samples.size
+            speaker.last_audio_wall = now
+            self.counters["frames_in"] += 1
+            self._advance(speaker, samples, now)
+
+    def _advance(self, sp: _Speaker, samples: np.ndarray, now: float) -> None:
+        if samples.size == 0:
+            return
+        sp.vad_buffer.append(samples)
+        probs = sp.vad.process(samples)
+        if probs.size == 0:
+            return
+        joined = np.concatenate(sp.vad_buffer)
+        windows = joined[: probs.size * WINDOW].reshape(probs.size, WINDOW)
+        rest = joined[probs.size * WINDOW:]
+        sp.vad_buffer = [rest] if rest.size else []
+        silence_limit = max(1, int(self.settings.silence_timeout_ms / 1000 * SAMPLE_RATE / WINDOW))
+        max_windows = max(1, int(self.settings.buffer_duration_s * SAMPLE_RATE / WINDOW))
+        for prob, window in zip(probs, windows):
+            sp.position += WINDOW
+            t = sp.anchor + sp.position / SAMPLE_RATE
+            if not sp.in_speech:
+                if prob >= self.settings.vad_threshold:
+                    sp.in_speech = True
+                    sp.speech = list(sp.preroll) + [window]
+                    sp.start = max(0.0, t - (len(sp.preroll) + 1) * WINDOW / SAMPLE_RATE)
+                    sp.speech_windows, sp.silence_windows = 1, 0
+                    sp.last_speech_time, sp.last_speech_wall = t, now
+                    sp.preroll.clear()
+                else:
+                    sp.preroll.append(window)
+                continue
+            sp.speech.append(window)
+            if prob >= self.settings.vad_threshold - 0.15:  # hysteresis: stay in speech on softer frames
+                sp.speech_windows += 1
+                sp.silence_windows = 0
+                sp.last_speech_time, sp.last_speech_wall = t, now
+            else:
+                sp.silence_windows += 1
+            if sp.silence_windows >= silence_limit:
+                self._cut(sp, trailing=sp.silence_windows)
+            elif len(sp.speech) >= max_windows:
+                self._cut(sp, trailing=0, forced=True)
+
+    def _cut(self, sp: _Speaker, trailing: int, forced: bool = False) -> None:
+        keep = len(sp.speech) - max(0, trailing - 3)  # keep ~100 ms of the trailing silence
+        audio = np.concatenate(sp.speech[:keep]) if sp.speech else np.zeros(0, dtype=np.float32)
+        speech_ms = sp.speech_windows * WINDOW / SAMPLE_RATE * 1000
+        start_rel, end_rel = sp.start, sp.last_speech_time
+        end_wall = sp.last_speech_wall
+        overlap = []
+        if forced and self.settings.overlap_ms > 0:
+            n = max(1, int(self.settings.overlap_ms / 1000 * SAMPLE_RATE / WINDOW))
+            overlap = sp.speech[-n:]
+        sp.in_speech = False
+        sp.speech, sp.speech_windows, sp.silence_windows = [], 0, 0
+        if forced:  # a long monologue goes on: keep listening as speech
+            sp.in_speech = True
+            sp.speech = list(overlap)
+            sp.start = sp.anchor + sp.position / SAMPLE_RATE - len(overlap) * WINDOW / SAMPLE_RATE
+        if speech_ms < self.settings.min_buffer_ms:
+            self.counters["ignored_short"] += 1
+            return
+        utterance = Utterance(sp.session_id, sp.speaker_id, sp.name, sp.seq, start_rel, end_rel, end_wall, audio)
+        sp.seq += 1
+        self._enqueue(utterance)
+
+    def flush(self, session_id: str) -> None:
+        """End of a session (or of its audio): cut every open utterance now."""
+        with self._feed_lock:
+            for (sid, _), sp in list(self._speakers.items()):
+                if sid == session_id and sp.in_speech:
+                    self._cut(sp, trailing=sp.silence_windows)
+
+    def _tick(self) -> None:
+        while self._running:
+            time.sleep(0.05)
+            self.check_silence()
+
+    def check_silence(self) -> None:
+        """Cut utterances whose speaker went quiet without sending silence (Discord stops sending).
+
+        Runs every 50 ms on a thread; a test driving a simulated clock calls it itself."""
+        now = self.clock()
+        timeout = self.settings.silence_timeout_ms / 1000
+        with self._feed_lock:
+            for sp in list(self._speakers.values()):
+                if sp.in_speech and now - sp.last_audio_wall >= timeout and now - sp.last_speech_wall >= timeout:
+                    self._cut(sp, trailing=sp.silence_windows)
+
+    # ------------------------------------------------------------------ queue and workers
+
+    def _enqueue(self, utterance: Utterance) -> None:
+        utterance.queued_at = self.clock()
+        dropped = None
+        with self._cond:
+            if len(self._queue) >= self.settings.queue_size:
+                dropped = self._queue.popleft()
+            self._queue.append(utterance)
+            self.counters["queued_total"] += 1
+            self._cond.notify()
+        if dropped is not None:
+            self.counters["dropped"] += 1
+            log.warning("queue full: dropped an utterance of %s (%.1f s)", dropped.speaker_name, dropped.end - dropped.start)
+            self._finish(dropped, Line(dropped.session_id, dropped.speaker_id, dropped.speaker_name, dropped.start,
+                                       dropped.end, "", self._engine_label(), self.clock() - dropped.end_wall, "dropped"))
+
+    def _worker(self) -> None:
+        try:
+            engine = self.engine_factory()
+            engine.load()
+            if not self._engine_info:
+                self._engine_info = {**engine.config.as_dict(), "version": engine.info().get("engine_version")}
+        except Exception as exc:  # noqa: BLE001 - reported by start()
+            self._load_errors.append(f"{exc.__class__.__name__}: {exc}")
+            self._ready.wait()
+            return
+        self._ready.wait()
+        while True:
+            with self._cond:
+                while self._running and not self._queue:
+                    self._cond.wait(timeout=0.5)
+                if not self._queue and not self._running:
+                    break
+                if not self._queue:
+                    continue
+                utterance = self._queue.popleft()
+                self.counters["in_flight"] += 1
+            try:
+                result = engine.transcribe(utterance.pcm)
+                line = Line(utterance.session_id, utterance.speaker_id, utterance.speaker_name, utterance.start,
+                            utterance.end, result.text.strip(), self._engine_label(), 0.0)
+                status_counter = "done"
+            except Exception as exc:  # noqa: BLE001 - one bad utterance must not stop the pipeline
+                log.error("transcription failed for %s: %s", utterance.speaker_name, exc)
+                line = Line(utterance.session_id, utterance.speaker_id, utterance.speaker_name, utterance.start,
+                            utterance.end, "", self._engine_label(), 0.0, "failed")
+                status_counter = "failed"
+            line.latency_s = self.clock() - utterance.end_wall
+            self._finish(utterance, line)
+            with self._cond:
+                self.counters["in_flight"] -= 1
+                self.counters[status_counter] += 1
+                self._cond.notify_all()
+        engine.close()
+
+    def _finish(self, utterance: Utterance, line: Line) -> None:
+        """Commit lines of one speaker strictly in order of speech."""
+        key = (utterance.session_id, utterance.speaker_id)
+        with self._commit_lock:
+            self._pending[key][utterance.seq] = line
+            while self._next_commit[key] in self._pending[key]:
+                ready = self._pending[key].pop(self._next_commit[key])
+                self._next_commit[key] += 1
+                if self.store is not None:
+                    self.store.add_line(ready)
+                self.counters["committed"] += 1
+                if self.on_line:
+                    try:
+                        self.on_line(ready)
+                    except Exception as exc:  # noqa: BLE001 - a listener must not break the pipeline
+                        log.warning("on_line listener failed: %s", exc)
+
+    def _engine_label(self) -> str:
+        cfg = self.settings.engine
+        return f"{cfg.engine}/{cfg.model}/{cfg.quant}"
+
+    # ------------------------------------------------------------------ introspection
+
+    def wait_idle(self, timeout: float = 120.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self.counters["in_flight"]:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(timeout=min(remaining, 0.2))
+        return True
+
+    def stats(self) -> dict:
+        with self._cond:
+            queued = len(self._queue)
+            lag = (self.clock() - self._queue[0].queued_at) if self._queue else 0.0
+        return {
+            "queued": queued, "in_flight": self.counters["in_flight"], "done": self.counters["done"],
+            "dropped": self.counters["dropped"], "failed": self.counters["failed"],
+            "ignored_short": self.counters["ignored_short"], "committed": self.counters["committed"],
+            "lag_s": round(lag, 3), "workers": max(1, self.settings.workers), "threads": self.settings.engine.threads,
+            "speakers": len(self._speakers), "engine": self._engine_info or self.settings.engine.as_dict(),
+            "overload_policy": f"queue of {self.settings.queue_size}; when full the oldest waiting utterance is dropped",
+        }
