@@ -306,7 +306,7 @@ def cmd_serve(args) -> int:
     if args.config and args.auto_config:
         raise DvmError("give either --config FILE or --auto-config, not both")
     token = args.token or os.environ.get("DVM_HTTP_TOKEN")
-    return serve(args.config, args.auto_config, args.transport, args.host, args.port, token)
+    return serve(args.config, args.auto_config, args.transport, args.host, args.port, token, args.allow_host)
 
 
 def _int_list(text: str) -> int:
@@ -419,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others require --token)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", help="bearer token required on HTTP (or DVM_HTTP_TOKEN)")
+    p.add_argument("--allow-host", action="append", metavar="HOST[:PORT]",
+                   help="Host header value clients use to reach a non-loopback --host (repeatable; needed with --host 0.0.0.0)")
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("report", help="tables from one or many result directories (merges machines)",

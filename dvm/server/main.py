@@ -55,7 +55,8 @@ def build(settings, store_path: Path | None = None):
     return store, pipeline, voice
 
 
-def serve(config_file: str | None, auto: bool, transport: str, host: str, port: int, token: str | None) -> int:
+def serve(config_file: str | None, auto: bool, transport: str, host: str, port: int, token: str | None,
+          allowed_hosts: list[str] | None = None) -> int:
     from dvm.server import config
     from dvm.server.app import build_app, run
 
@@ -70,7 +71,7 @@ def serve(config_file: str | None, auto: bool, transport: str, host: str, port: 
     pipeline.start()
     app = build_app(store, pipeline, voice)  # it also hooks pipeline.on_line for live transcript updates
     try:
-        run(app, transport=transport, host=host, port=port, token=token)
+        run(app, transport=transport, host=host, port=port, token=token, allowed_hosts=allowed_hosts or None)
     finally:
         pipeline.stop(drain=True)
         store.close()
