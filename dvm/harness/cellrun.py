@@ -106,6 +106,7 @@ def run(job: dict) -> dict:
         "peak_rss_mb": _peak_rss_mb(),
         "vram_mb": _vram_mb() if config.device != "cpu" else None,
         "pid": os.getpid(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "records": records,
     }
 

@@ -317,3 +317,28 @@ def default_ggml_path() -> Path:
 
 def default_ct2_dir() -> Path:
     return ensure_ct2(DEFAULT_MODEL)
+
+
+_FTYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1"}
+
+
+def register_external(path: Path, name: str | None = None) -> InstalledModel:
+    """Register a ggml file the user already has (e.g. WHISPER_MODEL_PATH=/models/ggml-base.bin) in place."""
+    import struct
+
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        ct2.load(path)  # validates
+        model_name = name or path.name.removeprefix("ct2-")
+        return _register(model_name, "ct2", _ct2_dtype(path), path, f"external: {path}")
+    with open(path, "rb") as handle:
+        header = handle.read(48)
+    if len(header) < 48 or struct.unpack_from("<I", header)[0] != convert.GGML_MAGIC:
+        raise DvmError(f"{path}: not a whisper.cpp ggml model file")
+    ftype = struct.unpack_from("<i", header, 44)[0] % convert.GGML_QNT_VERSION_FACTOR
+    quant = _FTYPE_NAMES.get(ftype, f"ftype{ftype}")
+    model_name = name or path.stem.removeprefix("ggml-").removesuffix(f"-{quant}")
+    found = find(model_name, "ggml", quant)
+    if found and Path(found.path) == path:
+        return found
+    return _register(model_name, "ggml", quant, path, f"external: {path}")
