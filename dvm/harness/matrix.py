@@ -8,11 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from dvm.harness.engines import EngineConfig
 from dvm.harness.errors import DvmError
@@ -44,7 +42,6 @@ class Plan:
     clips: list  # dvm.harness.clips.Clip
     warmup: int = 1
     repeats: int = 5
-    concurrency: list[Cell] = field(default_factory=list)
 
 
 def expand(engines: list[str], models: list[str], threads: list[int], beams: list[int], contexts: list[str],
@@ -61,26 +58,6 @@ def expand(engines: list[str], models: list[str], threads: list[int], beams: lis
         else:
             raise DvmError(f"unknown engine {engine!r}")
     return cells
-
-
-def default_threads() -> list[int]:
-    cores = os.cpu_count() or 2
-    return sorted({1, min(2, cores), min(4, cores)} | ({cores} if cores <= 8 else set()))
-
-
-def select_clips(clips: list, quick: bool) -> list:
-    """Scored English speech clips (the quick matrix takes three of different kinds)."""
-    speech = [c for c in clips if c.kind not in ("dialogue",) and c.language == "en" and c.text]
-    if not quick:
-        return speech
-    chosen, kinds = [], set()
-    for clip in speech:
-        if clip.kind not in kinds:
-            chosen.append(clip)
-            kinds.add(clip.kind)
-        if len(chosen) == 3:
-            break
-    return chosen
 
 
 # ---------------------------------------------------------------------------- machine load
@@ -235,25 +212,3 @@ def _percentile(values: list[float], q: float) -> float | None:
     k = (len(values) - 1) * q / 100
     lo, hi = int(k), min(int(k) + 1, len(values) - 1)
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def run_plan(plan: Plan, on_cell: Callable[[int, int, Cell, dict], None] | None = None) -> tuple[list[dict], list[dict], bool]:
-    """Run every cell; returns (cell results, concurrency results, interrupted?). Finished cells are kept on Ctrl-C."""
-    cells_out, conc_out = [], []
-    total = len(plan.cells) + len(plan.concurrency)
-    with tempfile.TemporaryDirectory(prefix="dvm-bench-") as tmp:
-        workdir = Path(tmp)
-        try:
-            for i, cell in enumerate(plan.cells, 1):
-                result = run_cell(cell, plan.clips, plan.warmup, plan.repeats, workdir)
-                cells_out.append(result)
-                if on_cell:
-                    on_cell(i, total, cell, result)
-            for j, cell in enumerate(plan.concurrency, len(plan.cells) + 1):
-                result = run_concurrent(cell, plan.clips, workdir)
-                conc_out.append(result)
-                if on_cell:
-                    on_cell(j, total, cell, result)
-        except KeyboardInterrupt:
-            return cells_out, conc_out, True
-    return cells_out, conc_out, False
