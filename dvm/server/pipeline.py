@@ -267,7 +267,7 @@ class Pipeline:
         timeout = self.settings.silence_timeout_ms / 1000
         with self._feed_lock:
             for sp in list(self._speakers.values()):
-                if sp.in_speech and now - sp.last_audio_wall >= timeout and now - sp.last_speech_wall >= timeout:
+                if sp.in_speech and now - sp.last_speech_wall >= timeout:
                     self._cut(sp, trailing=sp.silence_windows)
 
     # ------------------------------------------------------------------ queue and workers
