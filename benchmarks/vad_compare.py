@@ -63,7 +63,7 @@ def main() -> int:
             rows.append({"clip": clip.id, "vad": name, **score(pred, gold), "us_per_20ms": cost / (seconds / 0.02) * 1e6})
     for clip in (c for c in load_clips() if c.kind in ("noise", "silence")):
         audio = read_audio(clip)
-        for name, (pred, cost) in (("silero-v6", silero(audio)), ("webrtc-2", webrtc(audio, 2)), ("webrtc-3", webrtc(audio, 3))):
+        for name, (pred, _) in (("silero-v6", silero(audio)), ("webrtc-2", webrtc(audio, 2)), ("webrtc-3", webrtc(audio, 3))):
             rows.append({"clip": clip.id, "vad": name, "false_speech_fraction": float(pred.mean())})
     if "--json" in sys.argv:
         print(json.dumps(rows, indent=1))
