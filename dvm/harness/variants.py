@@ -4,7 +4,7 @@ Each variant is a pip ``--target`` directory under ``DVM_VARIANTS_DIR`` (default
 ``DVM_HOME/variants/<name>``). A matrix cell for a variant runs in a subprocess whose
 ``PYTHONPATH`` starts with that directory, so its ``_pywhispercpp`` shadows the wheel's.
 
-    python -m dvm.harness.variants build native|avx2|openblas|vulkan|cuda
+    python -m dvm.harness.variants build native|avx2|openblas|vulkan|cuda [--tools]
     python -m dvm.harness.variants list
 
 The same command is what ``nox -s build-whispercpp`` and Dockerfile.whisper run.
@@ -103,7 +103,8 @@ def _prepend(item: str, current: str | None) -> str:
     return os.pathsep.join([item] + ([current] if current else []))
 
 
-def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = None) -> Path:
+def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = None, tools: bool = False) -> Path:
+    """Build the bindings of variant ``name``; with ``tools``, also whisper.cpp's own programs (wcpp_tools.py)."""
     if name not in FLAGS:
         raise DvmError(f"unknown variant {name!r}; choose one of {', '.join(FLAGS)}")
     target = variants_dir() / name
@@ -132,6 +133,10 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     print(f"variant {name} ready in {target} ({meta['build_seconds']} s)", flush=True)
+    if tools:  # whisper-cli, whisper-bench, whisper-server from the same sdist and flags, into target/bin
+        from dvm.harness import wcpp_tools
+
+        wcpp_tools.build_tools(name, jobs, extra_flags)
     return target
 
 
@@ -139,14 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dvm.harness.variants", description="Build or list whisper.cpp source variants.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build one or more variants from the pywhispercpp sdist")
-    b.add_argument("names", nargs="+", choices=sorted(FLAGS))
+    b.add_argument("names", nargs="+", choices=[WHEEL, *sorted(FLAGS)], help="'wheel' builds only the tools (with --tools)")
     b.add_argument("--jobs", type=int)
+    b.add_argument("--tools", action="store_true", help="also build whisper-cli, whisper-bench, whisper-server into <variant>/bin")
     sub.add_parser("list", help="list built variants")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
             for name in args.names:
-                build(name, args.jobs)
+                if name == WHEEL:  # the PyPI wheel needs no build; its tools do
+                    if args.tools:
+                        from dvm.harness import wcpp_tools
+
+                        wcpp_tools.build_tools(WHEEL, args.jobs)
+                    else:
+                        print("the PyPI wheel needs no build (add --tools for whisper.cpp's own programs)", flush=True)
+                    continue
+                build(name, args.jobs, tools=args.tools)
         else:
             print(json.dumps(installed_variants(), indent=2))
     except DvmError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript
 from dvm.harness.errors import DvmError
 
-ENGINE_NAMES = ("whispercpp", "faster-whisper")
+ENGINE_NAMES = ("whispercpp", "faster-whisper", "remote")
 
 
 def create(config: EngineConfig) -> Engine:
@@ -18,6 +18,10 @@ def create(config: EngineConfig) -> Engine:
         from dvm.harness.engines.fasterwhisper import FasterWhisperEngine
 
         return FasterWhisperEngine(config)
+    if config.engine == "remote":  # an OpenAI-compatible server (DVM_REMOTE_URL ...), see remote.py
+        from dvm.harness.engines.remote import RemoteEngine
+
+        return RemoteEngine(config)
     raise DvmError(f"unknown engine {config.engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
 
 
