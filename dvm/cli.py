@@ -148,7 +148,9 @@ def _engine_config(args):
         if chosen["engine"]["engine"] == "whispercpp":
             variants.activate(chosen["engine"].get("variant", "wheel"))
         return EngineConfig.from_dict(chosen["engine"])
-    quant = args.quant or ("f16" if args.engine == "whispercpp" else "int8")
+    if getattr(args, "remote_url", None):
+        os.environ["DVM_REMOTE_URL"] = args.remote_url  # inherited by bench's cell processes too
+    quant = args.quant or ("int8" if args.engine == "faster-whisper" else "f16")
     return EngineConfig(engine=args.engine, model=args.model, quant=quant, threads=args.threads,
                         beam_size=args.beam_size, audio_ctx=args.audio_ctx, language=args.language,
                         temperature_fallback=args.temperature_fallback)
@@ -189,6 +191,8 @@ def _default_out_dir(platform_id: str) -> Path:
 def cmd_bench(args) -> int:
     from dvm.harness import bench, probe, report
 
+    if args.remote_url:
+        os.environ["DVM_REMOTE_URL"] = args.remote_url  # the cell processes inherit it
     profile = probe.collect(check_engines=False)
     platform_id = probe.platform_id(profile)
     options = bench.BenchOptions(
@@ -323,7 +327,8 @@ def _int_list(text: str) -> int:
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="whispercpp", choices=["whispercpp", "faster-whisper"], help="speech engine (default: whispercpp)")
+    parser.add_argument("--engine", default="whispercpp", choices=["whispercpp", "faster-whisper", "remote"], help="speech engine (default: whispercpp)")
+    parser.add_argument("--remote-url", help="engine remote: an OpenAI-compatible server's base URL (or DVM_REMOTE_URL)")
     parser.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, pip-shipped)")
     parser.add_argument("--quant", default=None, help="whispercpp: f16|q8_0; faster-whisper: int8|int8_float32|float32|... (default: f16 / int8)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
@@ -384,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "pareto.png and chosen.toml. Without axis options, the curated matrix for this machine runs.")
     p.add_argument("--quick", action="store_true", help="a small matrix (tiny.en, 4 clips, 3 repeats): well under 3 minutes")
     p.add_argument("--clips", type=Path, help="clips directory laid out like fixtures/audio (manifest.json + WAVs)")
-    p.add_argument("--engines", nargs="+", choices=["whispercpp", "faster-whisper"])
+    p.add_argument("--engines", nargs="+", choices=["whispercpp", "faster-whisper", "remote"])
+    p.add_argument("--remote-url", help="base URL of an OpenAI-compatible transcription server for --engines remote (or DVM_REMOTE_URL)")
     p.add_argument("--models", nargs="+")
     p.add_argument("--quants", nargs="+", help="f16/q8_0 for whispercpp; int8/float32/... for faster-whisper")
     p.add_argument("--threads", nargs="+", type=_int_list)

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
 
-def _peak_rss_mb() -> float:
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        try:
+            import psutil  # optional there
+
+            return psutil.Process().memory_info().peak_wset / 1e6
+        except Exception:  # noqa: BLE001 - no figure rather than no result
+            return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

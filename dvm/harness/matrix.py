@@ -55,6 +55,9 @@ def expand(engines: list[str], models: list[str], threads: list[int], beams: lis
         elif engine == "faster-whisper":
             for quant in fw_quants:
                 cells.append(Cell(EngineConfig("faster-whisper", model, quant, t, b, "full", language)))
+        elif engine == "remote":  # the server decides weights and build; one cell per context policy
+            for ctx in contexts:
+                cells.append(Cell(EngineConfig("remote", model, "f16", t, b, ctx, language)))
         else:
             raise DvmError(f"unknown engine {engine!r}")
     return cells
@@ -74,27 +77,31 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     return sum(values) - idle, sum(values)
 
 
+def _children_cpu() -> float:
+    """CPU seconds used by finished child processes (0 where the platform cannot tell, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class LoadMonitor:
     """How much CPU *other* processes used while a cell ran (in cores), from /proc/stat minus our children."""
 
     def __init__(self):
-        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") and "SC_CLK_TCK" in os.sysconf_names else 100
 
     def start(self):
-        import resource
-
         self._jiffies = _cpu_jiffies()
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self._children = usage.ru_utime + usage.ru_stime
+        self._children = _children_cpu()
         self._wall = time.monotonic()
         self._load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     def stop(self) -> dict:
-        import resource
-
         wall = time.monotonic() - self._wall
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        ours = usage.ru_utime + usage.ru_stime - self._children
+        ours = _children_cpu() - self._children
         now = _cpu_jiffies()
         out = {"loadavg_1m_before": self._load, "wall_s": wall}
         if self._jiffies and now:

@@ -79,8 +79,12 @@ def load(config_file: Path | None = None, env: dict | None = None) -> Settings:
         engine.quant = "int8" if engine.quant in ("f16", "q8_0") else engine.quant
     elif transcriber in ("whisper", "whispercpp"):
         engine.engine = "whispercpp"
+    elif transcriber == "remote":  # DVM_REMOTE_URL / DVM_REMOTE_MODEL / DVM_REMOTE_API_KEY
+        if not env.get("DVM_REMOTE_URL"):
+            raise DvmError("TRANSCRIBER_TYPE=remote needs DVM_REMOTE_URL (an OpenAI-compatible server's base URL)")
+        engine.engine = "remote"
     elif transcriber not in ("", "auto"):
-        raise DvmError(f"TRANSCRIBER_TYPE={transcriber!r} is not supported (whisper, whispercpp, faster-whisper)")
+        raise DvmError(f"TRANSCRIBER_TYPE={transcriber!r} is not supported (whisper, whispercpp, faster-whisper, remote)")
     if env.get("WHISPER_MODEL_PATH"):
         _apply_model_path(env["WHISPER_MODEL_PATH"], engine)
     if env.get("WHISPER_LANGUAGE"):
