@@ -16,11 +16,18 @@ from dvm.harness.engines import EngineConfig
 from dvm.harness.errors import DvmError
 
 
+GPU_VARIANTS = ("vulkan", "cuda")  # whisper.cpp builds whose cells ask for the GPU backend
+
+
 @dataclass
 class Cell:
     config: EngineConfig
     variant: str = "wheel"  # whisper.cpp build: wheel | native | openblas | vulkan | cuda ...
     workers: int = 1  # >1: concurrency run, W processes x config.threads threads
+
+    def __post_init__(self):
+        if self.config.engine == "whispercpp" and self.variant in GPU_VARIANTS and self.config.device == "cpu":
+            self.config.device = "gpu"  # the build exists to use its GPU backend; the cell reports where it ran
 
     @property
     def id(self) -> str:
