@@ -198,7 +198,7 @@ def cmd_bench(args) -> int:
     options = bench.BenchOptions(
         clips_dir=args.clips, quick=args.quick, engines=args.engines, models=args.models, threads=args.threads,
         beams=args.beams, contexts=args.audio_ctx, quants=args.quants, variants=args.variants, repeats=args.repeats,
-        concurrency=not args.no_concurrency, wer_budget=args.wer_budget,
+        concurrency=not args.no_concurrency, wer_budget=args.wer_budget, anchor=args.anchor,
     )
     out_dir = Path(args.out) if args.out else _default_out_dir(platform_id)
     interactive = _interactive(args)
@@ -399,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", help="whisper.cpp builds: wheel (PyPI) and any built with `nox -s build-whispercpp`")
     p.add_argument("--repeats", type=_int_list, help="timed repeats per clip (default 5; quick 3)")
     p.add_argument("--no-concurrency", action="store_true", help="skip the workers x threads serving runs")
+    p.add_argument("--anchor", action="store_true", help="also time whisper.cpp's own whisper-cli on the same work (builds from nox -s build-whispercpp)")
     p.add_argument("--wer-budget", type=float, default=0.02, help="WER points above the best a chosen cell may lose (default 0.02)")
     p.add_argument("--out", help="run directory (default results/<platform-id>/run-<UTC time>)")
     p.add_argument("--json", action="store_true")

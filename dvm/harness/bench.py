@@ -34,6 +34,7 @@ class BenchOptions:
     concurrency: bool = True
     wer_budget: float = chooser.DEFAULT_WER_BUDGET
     remote_url: str | None = None
+    anchor: bool = False  # also time whisper.cpp's own whisper-cli on the same work (where built)
 
 
 def default_clips_dir() -> Path:
@@ -133,6 +134,32 @@ def plan(options: BenchOptions) -> Plan:
     return Plan(cells=cells, clips=clips, warmup=options.warmup, repeats=repeats)
 
 
+def add_anchors(cells: list[dict], the_plan: Plan) -> None:
+    """For whisper.cpp cells whose build has whisper-cli: the CLI's warm time on one clip, and dvm / CLI."""
+    from dvm.harness import wcpp_tools
+
+    speech = [c for c in the_plan.clips if c.text]
+    clip = next((c for c in speech if c.id == "en-jfk"), speech[0] if speech else None)
+    if clip is None:
+        return
+    for cell in cells:
+        cfg = cell.get("config") or {}
+        if "error" in cell or cfg.get("engine") != "whispercpp" or cfg.get("beam_size", 1) != 1:
+            continue
+        variant = cell.get("variant", "wheel")
+        if wcpp_tools.tool_path(variant, "whisper-cli") is None:
+            cell["anchor"] = {"skipped": f"whisper-cli for {variant} is not built (nox -s build-whispercpp -- {variant})"}
+            continue
+        record = next((r for r in cell["records"] if r["clip_id"] == clip.id), None)
+        try:
+            result = wcpp_tools.anchor(variant, models.ensure_ggml(cfg["model"], cfg["quant"]), clip.path, cfg["threads"],
+                                       cfg["audio_ctx"], repeats=3, trials=2, gpu=cfg.get("device", "cpu") != "cpu")
+        except DvmError as exc:
+            cell["anchor"] = {"error": str(exc)}
+            continue
+        cell["anchor"] = {"clip": clip.id, "cli_warm_s": result["warm_s"], **wcpp_tools.anchor_ratio(record["median_s"], result)}
+
+
 def concurrency_cells(winner: dict, cores: int) -> list[Cell]:
     """Workers x threads for the winning configuration: within the cores, and one step beyond."""
     config = EngineConfig.from_dict(winner["config"])
@@ -178,6 +205,8 @@ def run(options: BenchOptions, out_dir: Path, profile: dict,
                 run_data["cells"].append(result)
                 if on_cell:
                     on_cell(i, total, cell, result)
+            if options.anchor:
+                add_anchors(run_data["cells"], the_plan)
             choice = chooser.choose(run_data["cells"], options.wer_budget)
             if choice and options.concurrency:
                 speech = [c for c in the_plan.clips if c.text]

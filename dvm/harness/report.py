@@ -167,6 +167,12 @@ def markdown(runs: list[dict]) -> str:
     lines.append("")
     lines.append("RTF = processing seconds / audio seconds (median over clips of each clip's median of repeats). "
                  "WER = mean over scored clips, Whisper-normalised. Claimed RTF: the seed document's figure for this platform.")
+    anchored = [(run["platform_id"], c) for run in runs for c in run["cells"] if (c.get("anchor") or {}).get("ratio")]
+    if anchored:
+        lines += ["", "| platform | configuration | clip | dvm s | whisper-cli s | dvm / whisper-cli |", "|---|---|---|---|---|---|"]
+        for platform, c in anchored:
+            a = c["anchor"]
+            lines.append(f"| {platform} | {c['cell_id']} | {a['clip']} | {a['dvm_s']:.3f} | {a['cli_s']:.3f} | {a['ratio']:.3f} |")
     conc = [c for run in runs for c in run.get("concurrency", []) if "error" not in c]
     if conc:
         lines += ["", "| platform | configuration | workers × threads | throughput (× real time) | latency p50 s | latency p95 s |", "|---|---|---|---|---|---|"]

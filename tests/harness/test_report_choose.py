@@ -111,3 +111,10 @@ def test_unusable_results(tmp_path):
         report.load_run(tmp_path)
     with pytest.raises(DvmError, match="no results.json"):
         report.find_runs([tmp_path / "empty"]) if (tmp_path / "empty").mkdir() is None else None
+
+
+def test_anchor_ratios_are_tabled():
+    anchored = cell("a", 0.02, 0.0)
+    anchored["anchor"] = {"clip": "en-jfk", "dvm_s": 0.236, "cli_s": 0.243, "ratio": 0.971, "overhead_pct": -2.9}
+    md = report.markdown([run_file([anchored])])
+    assert "dvm / whisper-cli" in md and "| 0.971 |" in md

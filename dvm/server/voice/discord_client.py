@@ -25,6 +25,7 @@ import concurrent.futures
 import logging
 import os
 import re
+import select
 import ssl
 import struct
 import threading
@@ -36,7 +37,7 @@ import discord
 import discord.gateway
 import discord.http
 import yarl
-from discord.voice_state import VoiceConnectionState
+from discord.voice_state import SocketReader, VoiceConnectionState
 
 from dvm.server.voice.base import Sink, VoiceError
 from dvm.server.voice.receiver import Receiver
@@ -59,6 +60,51 @@ def _api_base(value: str) -> str:
     return value
 
 
+class _SocketReader(SocketReader):
+    """discord.py's UDP reader thread with a short ``select`` timeout.
+
+    Its own waits 30 s on the socket; once a listener is registered (ours, for receive) a voice
+    reconnect closes that socket under the waiting ``select``, which Linux does not wake, so IP
+    discovery on the new socket sat behind it for up to 30 s.
+    """
+
+    def _do_run(self) -> None:
+        while not self._end.is_set():
+            if not self._running.is_set():
+                self._running.wait()
+                continue
+            sock = self.state.socket
+            try:
+                readable, _, _ = select.select([sock], [], [], 0.25)
+            except (ValueError, TypeError, OSError):  # closed or not made yet
+                time.sleep(0.05)
+                continue
+            if not readable:
+                continue
+            try:
+                data = sock.recv(2048)
+            except OSError:
+                continue
+            for callback in list(self._callbacks):
+                try:
+                    callback(data)
+                except Exception:  # noqa: BLE001
+                    log.exception("voice socket listener %r failed", callback)
+
+
+class _ConnectionState(VoiceConnectionState):
+    def __init__(self, voice_client: discord.VoiceClient, *, hook: Any = None):
+        super().__init__(voice_client, hook=hook)
+        original = self._socket_reader
+        self._socket_reader = _SocketReader(self)
+        self._socket_reader.start()
+        for _ in range(5):  # stop discord.py's (it may still be starting, which would undo one stop())
+            original.stop()
+            original.join(0.1)
+            if not original.is_alive():
+                break
+
+
 class _VoiceClient(discord.VoiceClient):
     """discord.py's voice client, plus the AES-GCM transport mode and a websocket hook for receive."""
 
@@ -66,7 +112,7 @@ class _VoiceClient(discord.VoiceClient):
     supported_modes = ("aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize")
 
     def create_connection_state(self) -> VoiceConnectionState:
-        return VoiceConnectionState(self, hook=self._ws_hook)
+        return _ConnectionState(self, hook=self._ws_hook)
 
     async def _ws_hook(self, _ws: Any, msg: dict) -> None:
         adapter = getattr(self.client, "dvm_adapter", None)
@@ -144,33 +190,43 @@ class DiscordVoice:
     # ------------------------------------------------------------------ the client thread
 
     async def _start(self) -> None:
-        """Start the client (once) and wait until its gateway session is ready."""
+        """Start the client's thread and loop (once) and a client (again if the last one stopped); wait until ready."""
         if not self.token:
             raise VoiceError("DISCORD_TOKEN is not set")
+        if self._closed:
+            raise VoiceError("the Discord adapter was closed")
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._ready = concurrent.futures.Future()
-                self._thread = threading.Thread(target=self._run, name="dvm-discord", daemon=True)
+                looping = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(looping,), name="dvm-discord", daemon=True)
                 self._thread.start()
+                looping.wait(10)
             ready = self._ready
+            if ready is None or (ready.done() and (ready.exception() is not None or self._client is None
+                                                   or self._client.is_closed())):
+                ready = self._ready = concurrent.futures.Future()
+                asyncio.run_coroutine_threadsafe(self._main(ready), self._loop)
         try:
             await asyncio.wait_for(asyncio.wrap_future(ready), READY_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise VoiceError(f"Discord did not become ready within {READY_TIMEOUT_S:.0f} s (network? token?)") from None
 
-    def _run(self) -> None:
+    def _run(self, looping: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
+        loop.call_soon(looping.set)
         try:
-            loop.run_until_complete(self._main())
+            loop.run_forever()  # until close()
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
+            loop.close()
 
-    async def _main(self) -> None:
+    async def _main(self, ready: concurrent.futures.Future) -> None:
         if self.api_base:
             discord.http.Route.BASE = _api_base(self.api_base)
         if self.gateway_url:
@@ -187,14 +243,16 @@ class DiscordVoice:
         except Exception as exc:  # noqa: BLE001 - reported to the waiting join
             log.error("Discord client stopped: %s: %s", type(exc).__name__, exc,
                       exc_info=not isinstance(exc, (discord.LoginFailure, discord.GatewayNotFound)))
-            if self._ready is not None and not self._ready.done():
+            if not ready.done():
                 message = str(exc) or type(exc).__name__
                 if isinstance(exc, discord.LoginFailure):
                     message = "Discord rejected DISCORD_TOKEN (login failed)"
-                self._ready.set_exception(VoiceError(message))
+                ready.set_exception(VoiceError(message))
         finally:
             if not client.is_closed():
                 await client.close()
+            if not ready.done():
+                ready.set_exception(VoiceError("the Discord client stopped before it was ready"))
 
     async def _setup_hook(self, client: _Client) -> None:
         if self.api_base and not self.gateway_url:  # another API but no gateway given: ask it
@@ -220,16 +278,18 @@ class DiscordVoice:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     async def close(self) -> None:
-        """Leave voice and stop the client (idempotent)."""
+        """Leave voice, stop the client and its thread (idempotent)."""
         self._closed = True
-        if self._loop is None or self._client is None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
             return
         try:
-            await self._on_loop(self._close())
+            if self._client is not None:
+                await asyncio.wait_for(self._on_loop(self._close()), 40)
         except Exception as exc:  # noqa: BLE001
             log.debug("closing the Discord client: %r", exc)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, 10)
 
     async def _close(self) -> None:
         if self._watchdog is not None:
