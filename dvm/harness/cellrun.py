@@ -3,8 +3,8 @@
     python -m dvm.harness.cellrun JOB.json RESULT.json
 
 JOB holds the engine config, the clips (id, path, language, reference text), warm-up count,
-repeats, and optionally a ``start_file`` to wait for (concurrency runs start all workers
-together). RESULT gets one record per clip. A fresh process per cell keeps the peak-RSS figure
+repeats, and optionally ``workers`` (engines on threads in this one process, as `dvm serve` runs
+them). RESULT gets one record per clip (per worker). A fresh process per cell keeps the peak-RSS figure
 clean and stops one configuration's threads or caches from colouring the next.
 """
 
@@ -52,26 +52,13 @@ def _vram_mb() -> float | None:
         return None
 
 
-def run(job: dict) -> dict:
-    from dvm.harness import engines, scoring
-    from dvm.harness.audio import load_audio
+def _measure(engine, clips: list[dict], audio: dict, warmup: int, repeats: int, worker: int = 0) -> list[dict]:
+    from dvm.harness import scoring
     from dvm.harness.engines.base import resolve_audio_ctx
 
-    config = engines.EngineConfig.from_dict(job["config"])
-    engine = engines.create(config)
-    load_seconds = engine.load()
-    info = engine.info()
-    audio = {clip["id"]: load_audio(clip["path"]) for clip in job["clips"]}
-    warmup, repeats = int(job.get("warmup", 1)), int(job.get("repeats", 5))
-
-    start_file = job.get("start_file")
-    if start_file:  # concurrency run: say we are ready, wait for the common start
-        Path(job["ready_file"]).write_text(str(os.getpid()))
-        while not os.path.exists(start_file):
-            time.sleep(0.002)
-
+    config = engine.config
     records = []
-    for clip in job["clips"]:
+    for clip in clips:
         pcm = audio[clip["id"]]
         for _ in range(warmup):
             engine.transcribe(pcm)
@@ -87,6 +74,7 @@ def run(job: dict) -> dict:
             "clip_id": clip["id"],
             "clip_kind": clip.get("kind"),
             "language": clip.get("language"),
+            "worker": worker,
             "audio_seconds": seconds,
             "audio_ctx_frames": resolve_audio_ctx(config.audio_ctx, seconds) if config.engine == "whispercpp" else None,
             "warmup": warmup,
@@ -106,11 +94,54 @@ def run(job: dict) -> dict:
             "hallucination_wps": accuracy.get("hallucination_wps"),
             "score": accuracy,
         })
-    engine.close()
+    return records
+
+
+def run(job: dict) -> dict:
+    """One configuration; with ``workers`` > 1, that many engines in this process, each on its own
+    thread, all transcribing at once — the way `dvm serve` runs its workers."""
+    import threading
+
+    from dvm.harness import engines
+    from dvm.harness.audio import load_audio
+
+    config = engines.EngineConfig.from_dict(job["config"])
+    workers = max(1, int(job.get("workers", 1)))
+    pool = [engines.create(config) for _ in range(workers)]
+    load_seconds = min(engine.load() for engine in pool)
+    info = pool[0].info()
+    audio = {clip["id"]: load_audio(clip["path"]) for clip in job["clips"]}
+    warmup, repeats = int(job.get("warmup", 1)), int(job.get("repeats", 5))
+
+    if workers == 1:
+        records = _measure(pool[0], job["clips"], audio, warmup, repeats)
+    else:
+        for engine in pool:  # warm every engine before the common start
+            engine.transcribe(next(iter(audio.values())))
+        results: list[list[dict]] = [[] for _ in pool]
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                results[i] = _measure(pool[i], job["clips"], audio, 0, repeats, worker=i)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        records = [record for worker_records in results for record in worker_records]
+    for engine in pool:
+        engine.close()
     return {
         "config": config.as_dict(),
         "info": info,
         "load_seconds": load_seconds,
+        "workers": workers,
         "peak_rss_mb": _peak_rss_mb(),
         "vram_mb": _vram_mb() if config.device != "cpu" else None,
         "pid": os.getpid(),

@@ -131,8 +131,8 @@ def _spawn(cell: Cell, job: dict, workdir: Path, tag: str) -> tuple[subprocess.P
     job_file.write_text(json.dumps(job))
     env = variants.subprocess_env(cell.variant) if cell.config.engine == "whispercpp" else dict(os.environ)
     if cell.workers > 1:
-        # several OpenMP processes busy-waiting on shared cores collapse (measured: 0.67 s -> 10-19 s);
-        # passive waiting lets them share
+        # several OpenMP thread teams busy-waiting on shared cores collapse (measured: 0.67 s -> 10-19 s);
+        # passive waiting lets them share, and it is what `dvm serve` sets
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     process = subprocess.Popen([sys.executable, "-m", "dvm.harness.cellrun", str(job_file), str(result_file)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -171,51 +171,36 @@ def run_cell(cell: Cell, clips: list, warmup: int, repeats: int, workdir: Path) 
 
 
 def run_concurrent(cell: Cell, clips: list, workdir: Path, repeats: int = 1) -> dict:
-    """W worker processes, each with the cell's threads, transcribe the clips at the same moment."""
+    """W engines on W threads in one process (as `dvm serve` runs them), each with the cell's
+    threads, transcribe the clips at the same moment: throughput and per-utterance latency."""
     monitor = LoadMonitor()
-    start_file = workdir / "start"
-    start_file.unlink(missing_ok=True)
-    spawned = []
-    for w in range(cell.workers):
-        job = {"config": cell.config.as_dict(), "clips": _clip_jobs(clips), "warmup": 1, "repeats": repeats,
-               "start_file": str(start_file), "ready_file": str(workdir / f"ready-{w}")}
-        spawned.append(_spawn(cell, job, workdir, f"worker-{w}"))
+    monitor.start()
+    job = {"config": cell.config.as_dict(), "clips": _clip_jobs(clips), "warmup": 1, "repeats": repeats,
+           "workers": cell.workers}
+    process, result_file = _spawn(cell, job, workdir, "workers")
     try:
-        deadline = time.monotonic() + 600
-        while not all((workdir / f"ready-{w}").exists() for w in range(cell.workers)):
-            if any(p.poll() is not None for p, _ in spawned) or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        monitor.start()
-        start_file.write_text("go")
-        results = [_collect(p, f, cell) for p, f in spawned]
+        result = _collect(process, result_file, cell)
     except KeyboardInterrupt:
-        for p, _ in spawned:
-            p.kill()
+        process.kill()
         raise
-    finally:
-        for w in range(cell.workers):
-            (workdir / f"ready-{w}").unlink(missing_ok=True)
     load = monitor.stop()
-    errors = [r["error"] for r in results if "error" in r]
-    if errors:
-        return {"cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "error": errors[0]}
+    if "error" in result:
+        return {"cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "error": result["error"]}
     latencies, audio_total, first, last = [], 0.0, float("inf"), 0.0
-    for r in results:
-        for rec in r["records"]:
-            latencies += rec["wall_seconds"]
-            audio_total += rec["audio_seconds"] * len(rec["wall_seconds"])
-            for began, ended in rec["stamps"]:
-                first, last = min(first, began), max(last, ended)
+    for rec in result["records"]:
+        latencies += rec["wall_seconds"]
+        audio_total += rec["audio_seconds"] * len(rec["wall_seconds"])
+        for began, ended in rec["stamps"]:
+            first, last = min(first, began), max(last, ended)
     latencies.sort()
     wall = last - first
     return {
         "cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "config": cell.config.as_dict(),
-        "threads_total": cell.workers * cell.config.threads,
+        "threads_total": cell.workers * cell.config.threads, "mode": "threads in one process",
         "utterances": len(latencies), "audio_seconds": audio_total, "wall_seconds": wall,
         "throughput_x_realtime": audio_total / wall if wall > 0 else None,
         "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
-        "peak_rss_mb": sum(r["peak_rss_mb"] for r in results),
+        "peak_rss_mb": result.get("peak_rss_mb"), "omp_wait_policy": result.get("omp_wait_policy"),
         "machine_load": load,
     }
 

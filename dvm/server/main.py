@@ -75,6 +75,8 @@ def serve(config_file: str | None, auto: bool, transport: str, host: str, port: 
     try:
         run(app, transport=transport, host=host, port=port, token=token, allowed_hosts=allowed_hosts or None)
     finally:
+        if voice is not None and hasattr(voice, "shutdown"):
+            voice.shutdown()  # leave voice cleanly before the last utterances are drained
         pipeline.stop(drain=True)
         store.close()
     return 0

@@ -147,3 +147,16 @@ def test_base_q8_0_transcribes(jfk_path):
         result = engine.transcribe(load_audio(jfk_path))
         assert words(result.text) == words(JFK_TEXT), config
         engine.close()
+
+
+def test_fitted_context_is_safe_for_short_utterances(jfk_path):
+    """Below ~512 frames tiny.en repeats short utterances; the fitted policy keeps a floor."""
+    from dvm.harness.engines.base import MIN_FITTED_CTX, fitted_audio_ctx
+
+    assert fitted_audio_ctx(2.6) == MIN_FITTED_CTX
+    assert fitted_audio_ctx(10.0) == 628 and fitted_audio_ctx(60.0) == 1500
+    pcm = load_audio(jfk_path)[: int(2.6 * 16000)]
+    engine = engines.create(EngineConfig(quant="q8_0", audio_ctx="fit"))
+    text = engine.transcribe(pcm).text
+    engine.close()
+    assert words(text) == ["and", "so", "my", "fellow", "americans"], text  # once, nothing invented after it

@@ -12,6 +12,7 @@ SAMPLE_RATE = 16000
 # whisper's encoder sees 1500 frames per 30 s window: 50 frames per second of audio.
 FRAMES_PER_SECOND = 50
 AUDIO_CTX_MARGIN = 128
+MIN_FITTED_CTX = 512  # short utterances (a few seconds) repeat themselves below this
 
 
 @dataclass
@@ -70,12 +71,14 @@ class Transcript:
 
 
 def fitted_audio_ctx(audio_seconds: float, margin: int = AUDIO_CTX_MARGIN) -> int:
-    """Encoder frames for a clip: 50 per second of audio plus a safety margin, at most 1500.
+    """Encoder frames for a clip: 50 per second of audio plus a safety margin, at least
+    MIN_FITTED_CTX and at most 1500 (the full 30 s window).
 
-    A context much smaller than the audio makes the decoder repeat itself or run away; the
-    margin keeps the policy safe for clips of a few seconds.
+    A context much smaller than the audio makes the decoder repeat itself or run away. So does a
+    very small context even when it covers the audio: a 2.6 s utterance at 258 frames came out as
+    one phrase repeated ~30 times with tiny.en, while 512 frames gave the right text.
     """
-    return min(1500, math.ceil(audio_seconds * FRAMES_PER_SECOND) + margin)
+    return min(1500, max(MIN_FITTED_CTX, math.ceil(audio_seconds * FRAMES_PER_SECOND) + margin))
 
 
 def resolve_audio_ctx(policy: str, audio_seconds: float) -> int:
