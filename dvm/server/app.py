@@ -424,6 +424,33 @@ def build_app(store: Store, pipeline: Any, voice: VoiceAdapter | None, harness: 
                           **{k: None if info.get(k) is None else str(info[k])
                              for k in ("guild_id", "guild_name", "channel_id", "channel_name")})
 
+    async def voice_event(event: dict) -> None:
+        """The adapter joined, moved or left by itself (follow mode): sessions follow the bot."""
+        kind = event.get("event")
+        if kind not in ("left", "moved", "joined"):
+            return
+        async with state.lock:
+            previous = state.session_id
+            if previous is not None:
+                state.session_id = None
+                state.close_session(previous)
+            if kind in ("moved", "joined"):
+                session_id = store.start_session(event.get("guild_id"), event.get("guild_name"), event.get("channel_id"),
+                                                 event.get("channel_name"), state.engine_info())
+                begin = getattr(pipeline, "begin", None)
+                if callable(begin):
+                    begin(session_id)
+                state.session_id = session_id
+        updates.publish(SESSIONS_URI)
+
+    def on_voice_event(event: dict) -> None:  # called on the adapter's thread
+        loop = updates._loop  # noqa: SLF001 - bound by the server's lifespan / the first join
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(voice_event(event), loop)
+
+    if voice is not None and hasattr(voice, "on_event"):
+        voice.on_event = on_voice_event
+
     @app.tool()
     async def join_my_voice_channel() -> JoinResult:
         """Join the voice channel the configured user (DISCORD_USER_ID) is in and start transcribing.

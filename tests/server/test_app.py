@@ -399,3 +399,28 @@ def test_http_app_refuses_unsafe_binds(store):
         http_app(app, host="0.0.0.0", token="t")
     assert http_app(app, host="0.0.0.0", token="t", allowed_hosts=["box.lan:8000"]) is not None
     assert http_app(app, host="127.0.0.1") is not None
+
+
+async def test_sessions_follow_the_bot_when_it_moves_or_leaves_by_itself(parts):
+    """Follow mode: the adapter reports joins/moves/leaves from its own thread; sessions follow."""
+    import threading
+
+    store, pipeline, voice, harness = parts
+    voice.on_event = None
+    app = build_app(store, pipeline, voice, harness)
+    assert callable(voice.on_event)
+    async with Client(app) as client:
+        first = await call(client, "join_my_voice_channel")
+        moved = {"event": "moved", "guild_id": "1001", "guild_name": "Guild One", "channel_id": "2002", "channel_name": "Other"}
+        threading.Thread(target=voice.on_event, args=(moved,)).start()
+        with anyio.fail_after(5):
+            while store.get_session(first["session_id"])["ended_at"] is None:
+                await anyio.sleep(0.02)
+        status = await call(client, "get_bot_status")
+        second = status["session"]["id"]
+        assert second != first["session_id"] and status["session"]["channel_name"] == "Other"
+        threading.Thread(target=voice.on_event, args=({"event": "left", "reason": "followed user left voice"},)).start()
+        with anyio.fail_after(5):
+            while store.get_session(second)["ended_at"] is None:
+                await anyio.sleep(0.02)
+        assert (await call(client, "get_bot_status"))["session"] is None
