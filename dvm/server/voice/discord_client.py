@@ -159,8 +159,9 @@ class DiscordVoice:
         self.user_id: str | None = getattr(settings, "discord_user_id", None)
         self.api_base = getattr(settings, "discord_api_base", None) or env.get("DISCORD_API_BASE") or None
         self.gateway_url = getattr(settings, "discord_gateway_url", None) or env.get("DISCORD_GATEWAY_URL") or None
-        # Called (on the client's thread) when the adapter leaves or moves on its own (follow mode,
-        # a kick): {"event": "left" | "moved", ...}. The app may end or relabel its session.
+        # Called (on the client's thread) when the adapter leaves, moves or joins on its own (follow
+        # mode): {"event": "left" | "moved" | "joined", guild/channel ids and names}. The app may end,
+        # relabel or start a session.
         self.on_event: Callable[[dict], None] | None = None
         self.counters: collections.Counter = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -279,17 +280,21 @@ class DiscordVoice:
 
     async def close(self) -> None:
         """Leave voice, stop the client and its thread (idempotent)."""
+        await asyncio.to_thread(self.shutdown)
+
+    def shutdown(self, timeout: float = 40.0) -> None:
+        """:meth:`close` for synchronous callers (e.g. at server exit); not from the client's own thread."""
         self._closed = True
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive():
             return
         try:
             if self._client is not None:
-                await asyncio.wait_for(self._on_loop(self._close()), 40)
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout)
         except Exception as exc:  # noqa: BLE001
             log.debug("closing the Discord client: %r", exc)
         loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join, 10)
+        thread.join(10)
 
     async def _close(self) -> None:
         if self._watchdog is not None:
@@ -305,8 +310,8 @@ class DiscordVoice:
     # ------------------------------------------------------------------ VoiceAdapter
 
     async def join_user_channel(self, sink: Sink) -> dict:
-        if not self.user_id:
-            raise VoiceError("DISCORD_USER_ID is not set: cannot tell which user's channel to join")
+        if not self.user_id or not str(self.user_id).isdigit():
+            raise VoiceError("DISCORD_USER_ID is not set to a Discord user id: cannot tell which user's channel to join")
         await self._start()
         return await self._on_loop(self._join_user(sink))
 
@@ -320,8 +325,8 @@ class DiscordVoice:
         return await self._on_loop(self._leave())
 
     async def set_follow(self, enabled: bool) -> dict:
-        if enabled and not self.user_id:
-            raise VoiceError("DISCORD_USER_ID is not set: there is nobody to follow")
+        if enabled and (not self.user_id or not str(self.user_id).isdigit()):
+            raise VoiceError("DISCORD_USER_ID is not set to a Discord user id: there is nobody to follow")
         self._follow = bool(enabled)
         result = {"follow": self._follow, "user_id": self.user_id}
         if not self._follow:
@@ -397,6 +402,8 @@ class DiscordVoice:
             if vc is not None and vc.guild.id == channel.guild.id and vc.is_connected():
                 if vc.channel is None or vc.channel.id != channel.id:
                     await vc.move_to(channel, timeout=CONNECT_TIMEOUT_S)
+                    if vc.channel is None or vc.channel.id != channel.id or not vc.is_connected():
+                        raise VoiceError(f"timed out moving to voice channel {channel.name}")
             else:
                 if vc is not None:
                     await self._drop_voice(vc)
@@ -470,8 +477,12 @@ class DiscordVoice:
             return
         if vc is not None or self._sink is not None:
             log.info("following user to %s", after.channel.name)
-            await self._connect(after.channel, None)
-            self._emit({"event": "moved", **self._where(after.channel)})
+            try:
+                await self._connect(after.channel, None)
+            except VoiceError as exc:
+                log.warning("could not follow to %s: %s", after.channel.name, exc)
+                return
+            self._emit({"event": "moved" if vc is not None else "joined", **self._where(after.channel)})
 
     def _emit(self, event: dict) -> None:
         if self.on_event is not None:
