@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from dvm.server.pipeline import Line
 from dvm.server.store import Store
 from dvm.server.voice.base import VoiceError
-
-
-@dataclass
-class FakeLine:
-    """Same fields as ``dvm.server.pipeline.Line``."""
-
-    session_id: str
-    speaker_id: str
-    speaker_name: str
-    start: float
-    end: float
-    text: str
-    engine: str
-    latency_s: float
-    status: str = "ok"
 
 
 class FakePipeline:
@@ -56,7 +41,7 @@ class FakePipeline:
             self._clock[session_id] = start + 2.0
             text = pcm.decode()
             status = "dropped" if text == "<dropped>" else "ok"
-            line = FakeLine(session_id, speaker_id, speaker_name, start, start + 1.5,
+            line = Line(session_id, speaker_id, speaker_name, start, start + 1.5,
                             "" if status != "ok" else text, "fake/tiny", 0.25, status)
             self.store.add_line(line)
         if self.on_line:

@@ -49,6 +49,20 @@ def play_fast(pipeline, clock, events, session="s", names=None):
     pipeline.check_silence()
 
 
+def run_dialogue(engine_factory, pipeline_settings, clip_id="dialogue-call"):
+    """The dialogue's two speakers through a pipeline on the simulated clock; returns (lines, pipeline)."""
+    collect, clock = Collector(), SimClock()
+    pipeline = Pipeline(engine_factory, None, pipeline_settings, on_line=collect, clock=clock)
+    pipeline.start()
+    try:
+        play_fast(pipeline, clock, loadtest.schedule(loadtest.speaker_tracks(clip(clip_id))))
+        pipeline.flush("s")
+        pipeline.wait_idle(30)
+    finally:
+        pipeline.stop()
+    return collect, pipeline
+
+
 class Collector:
     def __init__(self):
         self.lines = []
@@ -131,15 +145,7 @@ def test_overload_drops_oldest_and_counts_it():
         def close(self):
             pass
 
-    collect, clock = Collector(), SimClock()
-    pipeline = Pipeline(SlowEngine, None, settings(queue_size=1), on_line=collect, clock=clock)
-    pipeline.start()
-    try:
-        play_fast(pipeline, clock, loadtest.schedule(loadtest.speaker_tracks(clip("dialogue-call"))))
-        pipeline.flush("s")
-        pipeline.wait_idle(30)
-    finally:
-        pipeline.stop()
+    collect, pipeline = run_dialogue(SlowEngine, settings(queue_size=1))
     stats = pipeline.stats()
     assert stats["dropped"] >= 1
     assert stats["dropped"] + stats["done"] == len(collect.lines) == 4
@@ -169,15 +175,7 @@ def test_failed_transcription_is_recorded_and_pipeline_continues():
         def close(self):
             pass
 
-    collect, clock = Collector(), SimClock()
-    pipeline = Pipeline(Flaky, None, settings(), on_line=collect, clock=clock)
-    pipeline.start()
-    try:
-        play_fast(pipeline, clock, loadtest.schedule(loadtest.speaker_tracks(clip("dialogue-call"))))
-        pipeline.flush("s")
-        pipeline.wait_idle(30)
-    finally:
-        pipeline.stop()
+    collect, pipeline = run_dialogue(Flaky, settings())
     assert [l.status for l in collect.lines].count("failed") == 1
     assert pipeline.stats()["failed"] == 1 and pipeline.stats()["done"] == 3
 

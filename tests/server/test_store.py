@@ -18,7 +18,7 @@ import pytest
 from dvm.server import exports
 from dvm.server.store import SessionNotFound, Store, fts5_available
 
-from .conftest import FakeLine
+from dvm.server.pipeline import Line as FakeLine
 
 ROOT = Path(__file__).resolve().parents[2]
 
