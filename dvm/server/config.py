@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dvm.harness.engines import EngineConfig
+from dvm.harness.envvars import number
 from dvm.harness.errors import DvmError
 
 log = logging.getLogger("dvm.server")
@@ -37,19 +38,6 @@ class Settings:
                 "min_buffer_ms": self.min_buffer_ms, "vad_threshold": self.vad_threshold,
                 "queue_size": self.queue_size, "source": self.source,
                 "discord": {"token_set": bool(self.discord_token), "user_id": self.discord_user_id}}
-
-
-def _number(env: dict, name: str, kind, default):
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise DvmError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    if value < 0:
-        raise DvmError(f"{name} must not be negative")
-    return value
 
 
 def from_chosen(path: Path, settings: Settings) -> Settings:
@@ -89,16 +77,16 @@ def load(config_file: Path | None = None, env: dict | None = None) -> Settings:
         _apply_model_path(env["WHISPER_MODEL_PATH"], engine)
     if env.get("WHISPER_LANGUAGE"):
         engine.language = env["WHISPER_LANGUAGE"] if env["WHISPER_LANGUAGE"] != "auto" else "auto"
-    engine.threads = _number(env, "WHISPER_THREADS", int, engine.threads) or engine.threads
-    engine.beam_size = _number(env, "WHISPER_BEAM_SIZE", int, engine.beam_size) or engine.beam_size
+    engine.threads = number(env, "WHISPER_THREADS", int, engine.threads) or engine.threads
+    engine.beam_size = number(env, "WHISPER_BEAM_SIZE", int, engine.beam_size) or engine.beam_size
     if env.get("WHISPER_USE_GPU", "").lower() in ("1", "true", "yes"):
         engine.device = "gpu"
-    settings.buffer_duration_s = _number(env, "AUDIO_BUFFER_DURATION_SEC", float, settings.buffer_duration_s)
-    settings.silence_timeout_ms = _number(env, "AUDIO_SILENCE_TIMEOUT_MS", int, settings.silence_timeout_ms)
-    settings.min_buffer_ms = _number(env, "AUDIO_MIN_BUFFER_MS", int, settings.min_buffer_ms)
-    settings.overlap_ms = _number(env, "AUDIO_OVERLAP_MS", int, settings.overlap_ms)
-    settings.vad_threshold = _number(env, "VAD_THRESHOLD", float, settings.vad_threshold)
-    settings.workers = _number(env, "DVM_WORKERS", int, settings.workers) or settings.workers
+    settings.buffer_duration_s = number(env, "AUDIO_BUFFER_DURATION_SEC", float, settings.buffer_duration_s)
+    settings.silence_timeout_ms = number(env, "AUDIO_SILENCE_TIMEOUT_MS", int, settings.silence_timeout_ms)
+    settings.min_buffer_ms = number(env, "AUDIO_MIN_BUFFER_MS", int, settings.min_buffer_ms)
+    settings.overlap_ms = number(env, "AUDIO_OVERLAP_MS", int, settings.overlap_ms)
+    settings.vad_threshold = number(env, "VAD_THRESHOLD", float, settings.vad_threshold)
+    settings.workers = number(env, "DVM_WORKERS", int, settings.workers) or settings.workers
     settings.discord_token = env.get("DISCORD_TOKEN") or None
     settings.discord_user_id = env.get("DISCORD_USER_ID") or None
     for name in _UNSUPPORTED:

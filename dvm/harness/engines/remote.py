@@ -46,6 +46,7 @@ from dvm.harness.engines.base import (
     Transcript,
     resolve_audio_ctx,
 )
+from dvm.harness.envvars import number
 from dvm.harness.errors import DvmError
 
 ENDPOINT = "/v1/audio/transcriptions"
@@ -130,19 +131,6 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, "", ""))
 
 
-def _env_number(name: str, default, kind=float):
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        raise DvmError(f"{name} must be a number, not {text!r}") from None
-    if value < 0:
-        raise DvmError(f"{name} must not be negative: {text}")
-    return value
-
-
 @dataclass
 class RemoteSettings:
     url: str  # the full endpoint
@@ -167,8 +155,8 @@ class RemoteSettings:
             url=endpoint_url(base),
             model=model or os.environ.get(ENV_MODEL, "").strip() or config.model,
             api_key=api_key if api_key is not None else (os.environ.get(ENV_KEY) or None),
-            timeout=float(timeout if timeout is not None else _env_number(ENV_TIMEOUT, DEFAULT_TIMEOUT)),
-            retries=int(retries if retries is not None else _env_number(ENV_RETRIES, DEFAULT_RETRIES, int)),
+            timeout=float(timeout if timeout is not None else number(os.environ, ENV_TIMEOUT, float, DEFAULT_TIMEOUT)),
+            retries=int(retries if retries is not None else number(os.environ, ENV_RETRIES, int, DEFAULT_RETRIES)),
             response_format=fmt,
             prompt=prompt,
         )
@@ -198,7 +186,7 @@ def _semaphore() -> tuple[threading.BoundedSemaphore, int]:
     global _slots, _slots_size
     with _slots_lock:
         if _slots is None:
-            size = int(_env_number(ENV_CONCURRENCY, DEFAULT_CONCURRENCY, int)) or 1
+            size = int(number(os.environ, ENV_CONCURRENCY, int, DEFAULT_CONCURRENCY)) or 1
             _slots, _slots_size = threading.BoundedSemaphore(size), size
         return _slots, _slots_size
 
