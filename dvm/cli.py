@@ -198,7 +198,7 @@ def cmd_bench(args) -> int:
     options = bench.BenchOptions(
         clips_dir=args.clips, quick=args.quick, engines=args.engines, models=args.models, threads=args.threads,
         beams=args.beams, contexts=args.audio_ctx, quants=args.quants, variants=args.variants, repeats=args.repeats,
-        concurrency=not args.no_concurrency, wer_budget=args.wer_budget, anchor=args.anchor,
+        concurrency=not args.no_concurrency, wer_budget=args.wer_budget, anchor=args.anchor, tiers=args.tiers,
     )
     out_dir = Path(args.out) if args.out else _default_out_dir(platform_id)
     interactive = _interactive(args)
@@ -388,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "reference clips, each cell in a fresh process; write results.json, table.md, table.csv, "
                                         "pareto.png and chosen.toml. Without axis options, the curated matrix for this machine runs.")
     p.add_argument("--quick", action="store_true", help="a small matrix (tiny.en, 4 clips, 3 repeats): well under 3 minutes")
-    p.add_argument("--clips", type=Path, help="clips directory laid out like fixtures/audio (manifest.json + WAVs)")
+    p.add_argument("--clips", type=Path, help="clips directory: a manifest.json (only id, file, text needed) + audio files, "
+                                              "or NAME.wav + NAME.txt pairs; tier sub-directories with their own manifest.json")
+    p.add_argument("--tiers", nargs="+", help="only clips of these tiers (tts real real-opus noisy long quiet silence ...); default: all")
     p.add_argument("--engines", nargs="+", choices=["whispercpp", "faster-whisper", "remote"])
     p.add_argument("--remote-url", help="base URL of an OpenAI-compatible transcription server for --engines remote (or DVM_REMOTE_URL)")
     p.add_argument("--models", nargs="+")

@@ -35,6 +35,7 @@ class BenchOptions:
     wer_budget: float = chooser.DEFAULT_WER_BUDGET
     remote_url: str | None = None
     anchor: bool = False  # also time whisper.cpp's own whisper-cli on the same work (where built)
+    tiers: list[str] | None = None  # only clips of these tiers (None: all)
 
 
 def default_clips_dir() -> Path:
@@ -44,8 +45,17 @@ def default_clips_dir() -> Path:
     raise DvmError(f"no reference clips at {directory}; pass --clips DIR or set DVM_CLIPS_DIR (manifest.json + WAVs, like fixtures/audio)")
 
 
-def select_clips(all_clips: list, quick: bool) -> list:
-    """English speech with a reference + expected-silence clips; the quick set: 3 speech kinds + 1 silence."""
+def select_clips(all_clips: list, quick: bool, tiers: list[str] | None = None) -> list:
+    """English speech with a reference + expected-silence clips; the quick set: 3 speech kinds + 1 silence,
+    all timed. ``tiers`` keeps only the clips of those tiers."""
+    if tiers:
+        known = {c.tier for c in all_clips}
+        unknown = sorted(set(tiers) - known)
+        if unknown:
+            raise DvmError(f"no clips of tier {', '.join(unknown)} (the clips have: {', '.join(sorted(known))})")
+        all_clips = [c for c in all_clips if c.tier in tiers]
+    elif quick:
+        all_clips = [c for c in all_clips if c.timed]
     speech = [c for c in all_clips if c.text and c.language.startswith("en") and c.kind != "dialogue"]
     silent = [c for c in all_clips if c.text == ""]
     unscored = [c for c in all_clips if c.text is None]
@@ -113,7 +123,7 @@ def _has_cuda() -> bool:
 
 def plan(options: BenchOptions, profile: dict | None = None) -> Plan:
     all_clips = clipsmod.load_clips(options.clips_dir or default_clips_dir())
-    clips = select_clips(all_clips, options.quick)
+    clips = select_clips(all_clips, options.quick, options.tiers)
     if not clips:
         raise DvmError("no usable clips: the matrix needs English clips (with or without reference text)")
     cores = os.cpu_count() or 2
@@ -215,7 +225,7 @@ def run(options: BenchOptions, out_dir: Path, profile: dict,
                 add_anchors(run_data["cells"], the_plan)
             choice = chooser.choose(run_data["cells"], options.wer_budget)
             if choice and options.concurrency:
-                speech = [c for c in the_plan.clips if c.text]
+                speech = [c for c in the_plan.clips if c.text and c.timed]
                 for j, cell in enumerate(concurrency_cells(choice["cell"], cores), len(the_plan.cells) + 1):
                     result = run_concurrent(cell, speech, workdir, repeats=1)
                     run_data["concurrency"].append(result)

@@ -60,10 +60,11 @@ def _measure(engine, clips: list[dict], audio: dict, warmup: int, repeats: int, 
     records = []
     for clip in clips:
         pcm = audio[clip["id"]]
-        for _ in range(warmup):
+        timed = clip.get("timed", True)  # an untimed clip is scored from one pass, no warm-up
+        for _ in range(warmup if timed else 0):
             engine.transcribe(pcm)
         walls, stamps, result = [], [], None
-        for _ in range(repeats):
+        for _ in range(repeats if timed else 1):
             began = time.time()
             result = engine.transcribe(pcm)
             walls.append(result.seconds)
@@ -73,12 +74,14 @@ def _measure(engine, clips: list[dict], audio: dict, warmup: int, repeats: int, 
         records.append({
             "clip_id": clip["id"],
             "clip_kind": clip.get("kind"),
+            "tier": clip.get("tier"),
+            "timed": timed,
             "language": clip.get("language"),
             "worker": worker,
             "audio_seconds": seconds,
             "audio_ctx_frames": resolve_audio_ctx(config.audio_ctx, seconds) if config.engine == "whispercpp" else None,
-            "warmup": warmup,
-            "repeats": repeats,
+            "warmup": warmup if timed else 0,
+            "repeats": len(walls),
             "wall_seconds": walls,
             "stamps": stamps,
             "median_s": statistics.median(walls),

@@ -1,7 +1,8 @@
 """Choosing the configuration to serve with, and the chosen.toml file that carries it.
 
 The rule (documented in the file it writes): among cells that ran without error, take the most
-accurate WER seen (``best``); keep cells whose WER <= best + budget (default 0.02, i.e. two WER
+accurate WER seen (``best``; the decision WER of ``report.decision_wer``: the mean of the
+real-speech tiers' WERs when the clips have real speech, else the mean over the scored clips); keep cells whose WER <= best + budget (default 0.02, i.e. two WER
 points) and which hallucinate no more on silence than the best-hallucinating cell + 0.1 words/s;
 of those, the lowest median RTF wins. For serving, the concurrency runs of the winner decide
 workers x threads: the highest throughput whose p95 latency stays under ``latency_budget_s``.
@@ -37,7 +38,7 @@ def choose(cells: list[dict], wer_budget: float = DEFAULT_WER_BUDGET) -> dict | 
         "cell": cell,
         "summary": summary,
         "rule": (f"lowest median RTF among cells with WER <= best WER ({best_wer:.4f}) + {wer_budget} "
-                 f"and silence hallucination <= best + 0.1 words/s"),
+                 f"and silence hallucination <= best + 0.1 words/s; WER = {summary.get('wer_basis', 'mean WER over the scored clips')}"),
         "best_wer": best_wer,
         "wer_budget": wer_budget,
         "candidates": len(eligible),
@@ -88,9 +89,13 @@ def render_toml(platform_id: str, choice: dict, serving: dict | None, run_dir: s
     else:
         lines += ["workers = 1", f"threads = {cfg['threads']}"]
     lines += ["", "[figures]", f"cell = {_toml_value(summary['cell'])}"]
-    for key in ("median_rtf", "min_rtf", "wer", "hallucination_wps", "median_s_10s", "load_s", "peak_rss_mb"):
-        if summary.get(key) is not None:
+    keys = ["median_rtf", "min_rtf", "wer", "wer_all", *sorted(k for k in summary if k.startswith("wer_") and k not in ("wer_all", "wer_basis")),
+            "rtf_long", "hallucination_wps", "median_s_10s", "load_s", "peak_rss_mb"]
+    for key in keys:
+        if isinstance(summary.get(key), (int, float)):
             lines.append(f"{key} = {summary[key]:.6g}")
+    if summary.get("wer_basis"):
+        lines.append(f"wer_basis = {_toml_value(summary['wer_basis'])}")
     lines += [f"best_wer = {choice['best_wer']:.6g}", f"wer_budget = {choice['wer_budget']}",
               f"candidates = {choice['candidates']}", f"cells = {choice['cells']}"]
     if run_dir:

@@ -28,12 +28,12 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from dvm.harness.clips import DEFAULT_CLIPS_DIR, MANIFEST, SAMPLE_RATE, read_audio, write_wav
+from dvm.harness.degrade import PEAK, add_noise, opus_round_trip, pink_noise
 from dvm.harness.errors import DvmError
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -44,7 +44,6 @@ JFK_MEMBER = "whisper.cpp/samples/jfk.wav"
 TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "text2wave": "festival", "festival": "festival", "sox": "sox"}
 FESTIVAL_VOICES = {"kal_diphone": "festvox-kallpc16k", "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
 
-PEAK = 10 ** (-3 / 20)  # speech is normalised to a -3 dBFS peak
 PAD = 0.5  # seconds of silence before and after speech
 
 
@@ -208,83 +207,6 @@ def _peak(x: np.ndarray, peak: float) -> np.ndarray:
 
 def _silence(seconds: float) -> np.ndarray:
     return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
-
-
-# ---------------------------------------------------------------- noise and degradations
-
-
-def pink_noise(samples: int, seed: int) -> np.ndarray:
-    """Unit-RMS pink (1/f power) noise from a fixed seed."""
-    rng = np.random.default_rng(seed)
-    spectrum = np.fft.rfft(rng.standard_normal(samples))
-    freqs = np.fft.rfftfreq(samples, 1 / SAMPLE_RATE)
-    spectrum[1:] /= np.sqrt(freqs[1:] / freqs[1])
-    spectrum[0] = 0
-    noise = np.fft.irfft(spectrum, n=samples)
-    return (noise / np.sqrt(np.mean(noise**2))).astype(np.float32)
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-
-
-def add_noise(x: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
-    """Add pink noise at ``snr_db`` below the speech RMS (measured over 10 ms frames within 30 dB of the loudest)."""
-    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    speech = frames[rms > rms.max() * 10 ** (-30 / 20)]
-    noise = pink_noise(len(x), seed) * _rms(speech) * 10 ** (-snr_db / 20)
-    mixed = x + noise
-    top = float(np.max(np.abs(mixed)))
-    return (mixed * (PEAK / top) if top > PEAK else mixed).astype(np.float32)
-
-
-def opus_round_trip(x: np.ndarray, bitrate: int = 32_000) -> np.ndarray:
-    """Discord's path: 16 kHz mono -> 48 kHz stereo -> Opus (libopus, VOIP, 20 ms frames) -> back."""
-    import av
-
-    def resample(samples: np.ndarray, layout_in: str, rate_in: int, layout_out: str, rate_out: int) -> np.ndarray:
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="flt", layout=layout_in)
-        frame.sample_rate = rate_in
-        resampler = av.AudioResampler(format="flt", layout=layout_out, rate=rate_out)
-        out = [f.to_ndarray() for f in resampler.resample(frame)] + [f.to_ndarray() for f in resampler.resample(None)]
-        return np.concatenate(out, axis=1)  # packed: shape (1, samples * channels)
-
-    stereo48 = resample(x.reshape(1, -1), "mono", SAMPLE_RATE, "stereo", 48_000).reshape(-1, 2)
-    frame_len = 960  # 20 ms at 48 kHz
-    total = len(stereo48)
-    padded = np.zeros((-(-(total + frame_len) // frame_len) * frame_len, 2), dtype=np.float32)
-    padded[:total] = stereo48
-
-    encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate, encoder.layout, encoder.format = 48_000, "stereo", "flt"
-    encoder.bit_rate = bitrate
-    encoder.time_base = Fraction(1, 48_000)
-    encoder.options = {"application": "voip", "frame_duration": "20", "vbr": "on"}
-    decoder = av.CodecContext.create("libopus", "r")
-    decoder.sample_rate, decoder.layout = 48_000, "stereo"
-
-    to_float = av.AudioResampler(format="flt", layout="stereo", rate=48_000)  # the decoder gives s16
-    decoded: list[np.ndarray] = []
-    pre_skip = None
-
-    def drain(packets) -> None:
-        nonlocal pre_skip
-        for packet in packets:
-            if pre_skip is None:  # the encoder's look-ahead shows as a negative first timestamp
-                pre_skip = -packet.pts if packet.pts is not None and packet.pts < 0 else 312
-            for frame in decoder.decode(packet):
-                decoded.extend(f.to_ndarray().reshape(-1, 2) for f in to_float.resample(frame))
-
-    for i in range(0, len(padded), frame_len):
-        frame = av.AudioFrame.from_ndarray(padded[i : i + frame_len].reshape(1, -1), format="flt", layout="stereo")
-        frame.sample_rate, frame.pts, frame.time_base = 48_000, i, Fraction(1, 48_000)
-        drain(encoder.encode(frame))
-    drain(encoder.encode(None))
-    decoded.extend(f.to_ndarray().reshape(-1, 2) for f in to_float.resample(None))
-    out = np.concatenate(decoded).astype(np.float32)[pre_skip : pre_skip + total]
-    mono16 = resample(out.reshape(1, -1), "stereo", 48_000, "mono", SAMPLE_RATE).reshape(-1)
-    return mono16[: len(x)] if len(mono16) >= len(x) else np.pad(mono16, (0, len(x) - len(mono16)))
 
 
 # ---------------------------------------------------------------- JFK

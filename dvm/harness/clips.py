@@ -1,16 +1,24 @@
-"""Reference clips: a directory of 16 kHz mono 16-bit WAVs described by one ``manifest.json``.
+"""Reference clips: a directory of audio files described by one ``manifest.json``.
 
 The manifest is a JSON list; each entry names a clip::
 
     {"id": "en-jfk", "file": "en-jfk.wav", "seconds": 11.0, "language": "en",
-     "voice": "John F. Kennedy", "kind": "human", "text": "And so my fellow ...",
+     "voice": "John F. Kennedy", "kind": "human", "tier": "real", "text": "And so my fellow ...",
      "source": "how it was made"}
 
-``id``, ``file``, ``language`` and ``kind`` are required. ``text`` is the reference
-transcript: a missing or null ``text`` means "timed but not scored", an empty string means
-"expected silence" (the clip measures hallucination). ``seconds``, when given, must match the
-WAV. Dialogue clips carry ``turns``: ``[{"speaker", "start", "end", "text"}, ...]`` in seconds.
-``speaker`` is accepted for ``voice``.
+Only ``id`` and ``file`` are required. ``text`` is the reference transcript: a missing or null
+``text`` means "timed but not scored", an empty string means "expected silence" (the clip
+measures hallucination). ``language`` defaults to ``en``, ``kind`` to ``speech``, ``tier`` to
+one derived from the kind (see ``TIER_OF_KIND``), ``timed`` to true (false: scored from one
+pass, left out of the RTF figures); ``seconds``, when given, must match the audio. Dialogue
+clips carry ``turns``: ``[{"speaker", "start", "end", "text"}, ...]`` in seconds.
+``speaker`` is accepted for ``voice``. Files may be any audio PyAV reads (WAV, FLAC, MP3,
+Opus...), at any rate and channel count; they are decoded to 16 kHz mono when used.
+
+A directory without a manifest works too: every ``NAME.wav`` (or .flac, .mp3, ...) with a
+``NAME.txt`` beside it is a clip whose reference is that text (an audio file without one is
+timed, not scored). Sub-directories that hold a ``manifest.json`` of their own (a *tier*, such
+as ``fixtures/audio/real``) are read after the top level, their files relative to themselves.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import numpy as np
 
 from dvm.harness.errors import DvmError
 
-__all__ = ["Clip", "SAMPLE_RATE", "DEFAULT_CLIPS_DIR", "MANIFEST", "load_clips", "read_audio", "write_wav"]
+__all__ = ["Clip", "SAMPLE_RATE", "DEFAULT_CLIPS_DIR", "MANIFEST", "TIER_OF_KIND", "REAL_TIERS", "load_clips", "read_audio",
+           "write_wav", "write_audio"]
 
 SAMPLE_RATE = 16_000
 MANIFEST = "manifest.json"
@@ -39,7 +48,13 @@ def default_clips_dir() -> Path:
     env = os.environ.get("DVM_CLIPS_DIR")
     return Path(env) if env else DEFAULT_CLIPS_DIR
 _SECONDS_TOLERANCE = 0.05
-_CONVERT_HINT = "convert with: ffmpeg -i IN -ar 16000 -ac 1 -c:a pcm_s16le OUT.wav"
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mka")
+# The tier a clip reports its WER under when its entry names none.
+TIER_OF_KIND = {"clean": "tts", "tts": "tts", "human": "real", "real": "real", "noisy": "noisy", "codec": "real-opus",
+                "quiet": "quiet", "silence": "silence", "noise": "silence", "dialogue": "dialogue", "long": "long"}
+# Real people speaking, in the order tables show them; the chosen configuration is decided on these.
+REAL_TIERS = ("real", "real-opus", "noisy", "long")
+TIER_ORDER = ("tts", *REAL_TIERS, "quiet", "dialogue", "speech")
 
 
 @dataclass
@@ -53,6 +68,12 @@ class Clip:
     text: str | None
     source: str
     turns: list[dict] | None = None
+    tier: str = ""
+    timed: bool = True
+
+    def __post_init__(self):
+        if not self.tier:
+            self.tier = TIER_OF_KIND.get(self.kind, self.kind)
 
     @property
     def scored(self) -> bool:
@@ -65,16 +86,33 @@ class Clip:
 
 
 def load_clips(directory: str | Path | None = None) -> list[Clip]:
-    """Read and check ``directory/manifest.json`` and every WAV it names.
+    """Read and check ``directory``'s clips: its ``manifest.json`` (or its NAME.wav + NAME.txt
+    pairs when it has none), then the manifests of its tier sub-directories.
 
     Raises :class:`DvmError` with a one-line message naming the manifest entry at fault.
     """
     directory = Path(directory) if directory is not None else default_clips_dir()
-    manifest = directory / MANIFEST
     if not directory.is_dir():
         raise DvmError(f"clips directory not found: {directory}")
-    if not manifest.is_file():
-        raise DvmError(f"no {MANIFEST} in clips directory {directory}")
+    manifest = directory / MANIFEST
+    tiers = sorted(p.parent for p in directory.glob(f"*/{MANIFEST}"))
+    if manifest.is_file():
+        clips = _read_manifest(manifest)
+    elif tiers:
+        clips = []
+    else:
+        clips = _sidecar_clips(directory)
+    for tier_dir in tiers:
+        clips += _read_manifest(tier_dir / MANIFEST)
+    seen: set[str] = set()
+    for clip in clips:
+        if clip.id in seen:
+            raise DvmError(f"{directory}: clip id '{clip.id}' appears twice")
+        seen.add(clip.id)
+    return clips
+
+
+def _read_manifest(manifest: Path) -> list[Clip]:
     try:
         entries = json.loads(manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -87,7 +125,6 @@ def load_clips(directory: str | Path | None = None) -> list[Clip]:
         raise DvmError(f"{manifest}: expected a JSON list of clip entries, got {type(entries).__name__}")
     if not entries:
         raise DvmError(f"{manifest}: no clips listed")
-
     clips: list[Clip] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
@@ -96,6 +133,28 @@ def load_clips(directory: str | Path | None = None) -> list[Clip]:
             raise DvmError(f"{manifest}: entry {index} ('{clip.id}'): duplicate id")
         seen.add(clip.id)
         clips.append(clip)
+    return clips
+
+
+def _sidecar_clips(directory: Path) -> list[Clip]:
+    """NAME.wav (or another audio suffix) + NAME.txt pairs; the text file holds the reference."""
+    audio = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not audio:
+        raise DvmError(f"no {MANIFEST} and no audio files in clips directory {directory}")
+    clips = []
+    for path in audio:
+        def fail(problem: str, path=path) -> DvmError:
+            return DvmError(f"{directory}: {path.name}: {problem}")
+
+        text_file = path.with_suffix(".txt")
+        text = None
+        if text_file.is_file():
+            try:
+                text = " ".join(text_file.read_text(encoding="utf-8").split())
+            except (OSError, UnicodeDecodeError) as exc:
+                raise fail(f"cannot read {text_file.name} ({exc})") from None
+        clips.append(Clip(id=path.stem, path=path, seconds=_audio_seconds(path, fail), language="en", voice="",
+                          kind="speech", text=text, source=f"{path.name} + {text_file.name}" if text is not None else path.name))
     return clips
 
 
@@ -109,23 +168,29 @@ def _parse_entry(manifest: Path, index: int, entry: object) -> Clip:
 
     if not isinstance(entry, dict):
         raise fail(f"expected an object, got {type(entry).__name__}")
-    for key in ("id", "file", "language", "kind"):
+    for key in ("id", "file"):
         value = entry.get(key)
         if not isinstance(value, str) or not value.strip():
             raise fail(f"'{key}' is missing or not a non-empty string")
     text = entry.get("text")
     if text is not None and not isinstance(text, str):
         raise fail(f"'text' must be a string or null, got {type(text).__name__}")
-    voice = entry.get("voice", entry.get("speaker", ""))
-    source = entry.get("source", "")
-    for key, value in (("voice", voice), ("source", source)):
+    fields = {"language": entry.get("language", "en"), "kind": entry.get("kind", "speech"), "tier": entry.get("tier", ""),
+              "voice": entry.get("voice", entry.get("speaker", "")), "source": entry.get("source", "")}
+    for key, value in fields.items():
         if not isinstance(value, str):
             raise fail(f"'{key}' must be a string, got {type(value).__name__}")
+    for key in ("language", "kind"):
+        if not fields[key].strip():
+            raise fail(f"'{key}' must not be empty")
+    timed = entry.get("timed", True)
+    if not isinstance(timed, bool):
+        raise fail(f"'timed' must be true or false, got {timed!r}")
 
     path = manifest.parent / entry["file"]
     if not path.is_file():
         raise fail(f"audio file not found: {path}")
-    seconds = _wav_seconds(path, fail)
+    seconds = _audio_seconds(path, fail)
     declared = entry.get("seconds")
     if declared is not None:
         if isinstance(declared, bool) or not isinstance(declared, (int, float)) or not math.isfinite(declared):
@@ -133,27 +198,16 @@ def _parse_entry(manifest: Path, index: int, entry: object) -> Clip:
         if abs(declared - seconds) > _SECONDS_TOLERANCE:
             raise fail(f"'seconds' is {declared} but {path.name} lasts {seconds:.3f} s")
     turns = _parse_turns(entry.get("turns"), seconds, fail)
-    return Clip(
-        id=entry["id"],
-        path=path,
-        seconds=seconds,
-        language=entry["language"],
-        voice=voice,
-        kind=entry["kind"],
-        text=text,
-        source=source,
-        turns=turns,
-    )
+    return Clip(id=entry["id"], path=path, seconds=seconds, text=text, turns=turns, timed=timed, **fields)
 
 
-def _wav_seconds(path: Path, fail) -> float:
+def _audio_seconds(path: Path, fail) -> float:
+    """The clip's length: from the header of a PCM WAV (checked for truncation), else from decoding it."""
     try:
         with wave.open(str(path), "rb") as wav:
             rate, channels, width, frames = wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes()
-    except (wave.Error, EOFError, OSError) as exc:
-        raise fail(f"{path.name} is not a readable PCM WAV file ({exc})") from None
-    if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
-        raise fail(f"{path.name} is {rate} Hz, {channels} channel(s), {8 * width}-bit; need 16000 Hz mono 16-bit ({_CONVERT_HINT})")
+    except (wave.Error, EOFError, OSError):
+        return _decoded_seconds(path, fail)
     if frames == 0:
         raise fail(f"{path.name} holds no audio")
     expected_bytes = frames * channels * width
@@ -161,6 +215,15 @@ def _wav_seconds(path: Path, fail) -> float:
     if data_size < expected_bytes - 64:
         raise fail(f"{path.name} is truncated ({data_size} of {expected_bytes} audio bytes)")
     return frames / rate
+
+
+def _decoded_seconds(path: Path, fail) -> float:
+    from dvm.harness.audio import load_audio
+
+    try:
+        return len(load_audio(path)) / SAMPLE_RATE
+    except DvmError as exc:
+        raise fail(f"{path.name} is not readable audio ({str(exc).split(': ', 1)[-1]})") from None
 
 
 def _parse_turns(turns: object, seconds: float, fail) -> list[dict] | None:
@@ -188,6 +251,26 @@ def read_audio(clip_or_path: Clip | str | Path) -> np.ndarray:
     from dvm.harness.audio import load_audio
 
     return load_audio(clip_or_path.path if isinstance(clip_or_path, Clip) else clip_or_path)
+
+
+def write_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write float mono samples as 16-bit PCM: FLAC (lossless, about half the size) for ``.flac``, else WAV."""
+    if Path(path).suffix.lower() != ".flac":
+        write_wav(path, samples, rate)
+        return
+    import av
+
+    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32767.0), -32768, 32767).astype("<i2")
+    with av.open(str(path), "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        stream.format = "s16"
+        for start in range(0, len(pcm), 4096):
+            frame = av.AudioFrame.from_ndarray(pcm[start : start + 4096].reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:

@@ -121,7 +121,8 @@ class LoadMonitor:
 
 
 def _clip_jobs(clips: list) -> list[dict]:
-    return [{"id": c.id, "path": str(c.path), "language": c.language, "text": c.text, "kind": c.kind} for c in clips]
+    return [{"id": c.id, "path": str(c.path), "language": c.language, "text": c.text, "kind": c.kind, "tier": c.tier,
+             "timed": c.timed} for c in clips]
 
 
 def _spawn(cell: Cell, job: dict, workdir: Path, tag: str) -> tuple[subprocess.Popen, Path]:

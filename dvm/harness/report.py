@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from dvm.harness import scoring
+from dvm.harness.clips import REAL_TIERS, TIER_OF_KIND, TIER_ORDER
 from dvm.harness.errors import DvmError
 
 SCHEMA = 1
@@ -76,8 +77,35 @@ def find_runs(paths: list[str | Path]) -> list[dict]:
 # ---------------------------------------------------------------------------- summarising
 
 
+def tier_wers(records: list[dict]) -> dict[str, float]:
+    """Pooled WER (all edits over all reference words) per tier, over the scored speech clips, in TIER_ORDER."""
+    by_tier: dict[str, list[dict]] = {}
+    for r in records:
+        score = r.get("score") or {}
+        if r.get("wer") is None or not score.get("ref_words"):
+            continue
+        by_tier.setdefault(r.get("tier") or TIER_OF_KIND.get(r.get("clip_kind") or "", r.get("clip_kind") or "speech"), []).append(score)
+    out = {tier: scoring.aggregate(scores)["pooled_wer"] for tier, scores in by_tier.items()}
+    return {tier: out[tier] for tier in sorted(out, key=_tier_rank)}
+
+
+def _tier_rank(tier: str) -> tuple[int, str]:
+    return (TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER), tier)
+
+
+def decision_wer(wer_by_tier: dict[str, float], mean_wer: float | None) -> tuple[float | None, str]:
+    """The WER a choice is made on: the mean of the real-speech tiers' WERs when any is present
+    (each tier one vote: clean, through Opus with loss, in noise, long-form), else the mean over
+    every scored clip."""
+    real = [wer_by_tier[t] for t in REAL_TIERS if wer_by_tier.get(t) is not None]
+    if real:
+        return statistics.fmean(real), "mean of the real-speech tiers' WER (" + ", ".join(t for t in REAL_TIERS if t in wer_by_tier) + ")"
+    return mean_wer, "mean WER over the scored clips"
+
+
 def summarize_cell(cell: dict) -> dict:
-    """One cell's figures over its clips: median RTF, WER (mean over scored clips), hallucinations."""
+    """One cell's figures over its clips: median RTF over the timed clips, WER per tier and the
+    decision WER (see decision_wer), hallucinations on the expected-silence clips."""
     cfg = cell.get("config", {})
     row = {
         "cell": cell.get("cell_id"), "engine": cfg.get("engine"), "variant": cell.get("variant"),
@@ -88,19 +116,24 @@ def summarize_cell(cell: dict) -> dict:
         row["error"] = cell["error"]
         return row
     records = cell["records"]
-    timed = [r for r in records if r.get("reference") is not None]
+    timed = [r for r in records if r.get("timed", True) and r.get("reference") is not None]
     rtfs = [r["median_rtf"] for r in timed] or [r["median_rtf"] for r in records]
     summary = scoring.aggregate([r.get("score") or {"wer": r.get("wer"), "cer": r.get("cer"), "hallucination_wps": r.get("hallucination_wps")} for r in records])
     ten_s = [r for r in timed if 5 <= r["audio_seconds"] <= 15]
+    by_tier = tier_wers(records)
+    wer, basis = decision_wer(by_tier, summary["mean_wer"])
+    long_form = [r["median_rtf"] for r in records if r["audio_seconds"] > 30]
     row.update({
         "median_rtf": statistics.median(rtfs),
-        "min_rtf": min(r["min_rtf"] for r in records),
+        "min_rtf": min(r["min_rtf"] for r in (timed or records)),
         "median_s_10s": statistics.median([r["median_s"] / r["audio_seconds"] * 10 for r in ten_s]) if ten_s else None,
-        "spread": statistics.median([r["spread"] for r in records]),
-        "wer": summary["mean_wer"], "median_wer": summary["median_wer"],
+        "spread": statistics.median([r["spread"] for r in (timed or records)]),
+        "wer": wer, "wer_basis": basis, "wer_all": summary["mean_wer"], "median_wer": summary["median_wer"],
+        **{f"wer_{tier}": value for tier, value in by_tier.items()},
+        "rtf_long": statistics.median(long_form) if long_form else None,
         "hallucination_wps": summary["max_hallucination_wps"],
         "load_s": cell.get("load_seconds"), "peak_rss_mb": cell.get("peak_rss_mb"), "vram_mb": cell.get("vram_mb"),
-        "clips": len(records), "repeats": records[0]["repeats"] if records else None,
+        "clips": len(records), "repeats": max((r["repeats"] for r in records), default=None),
         "foreign_cores": (cell.get("machine_load") or {}).get("foreign_cores"),
         "engine_version": (cell.get("info") or {}).get("engine_version"),
     })
@@ -153,20 +186,33 @@ def _fmt(value, digits=3):
     return str(value)
 
 
+def tier_columns(table) -> list[str]:
+    """The ``wer_<tier>`` columns present, in TIER_ORDER."""
+    tiers = [c[4:] for c in table.columns if c.startswith("wer_") and c not in ("wer_all", "wer_basis")]
+    return [f"wer_{t}" for t in sorted(tiers, key=_tier_rank)]
+
+
 def markdown(runs: list[dict]) -> str:
     table = frame(runs)
-    lines = []
-    lines.append("| platform | configuration | median RTF | seed's claimed RTF | min RTF | spread | WER | halluc. w/s | s per 10 s clip | load s | peak RSS MB |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    tiers = tier_columns(table) if not table.empty else []
+    columns = _COLUMNS[:6] + ["wer"] + tiers + _COLUMNS[7:]
+    if not table.empty and "rtf_long" in table.columns and table["rtf_long"].notna().any():
+        columns.insert(columns.index("hallucination_wps"), "rtf_long")
+    names = {"platform": "platform", "cell": "configuration", "median_rtf": "median RTF", "claimed_rtf": "seed's claimed RTF",
+             "min_rtf": "min RTF", "spread": "spread", "wer": "WER", "hallucination_wps": "halluc. w/s", "rtf_long": "RTF long-form",
+             "median_s_10s": "s per 10 s clip", "load_s": "load s", "peak_rss_mb": "peak RSS MB"}
+    lines = ["| " + " | ".join(names.get(c, f"WER {c[4:]}") for c in columns) + " |", "|" + "---|" * len(columns)]
     for _, r in table.iterrows():
         if isinstance(r.get("error"), str):
-            lines.append(f"| {r['platform']} | {r['cell']} | error: {r['error']} | | | | | | | | |")
+            lines.append(f"| {r['platform']} | {r['cell']} | error: {r['error']} |" + " |" * (len(columns) - 3))
             continue
         lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("spread", "load_s") else 0 if c == "peak_rss_mb" else 3)
-                                        if c not in ("platform", "cell") else str(r.get(c)) for c in _COLUMNS) + " |")
+                                        if c not in ("platform", "cell") else str(r.get(c)) for c in columns) + " |")
     lines.append("")
-    lines.append("RTF = processing seconds / audio seconds (median over clips of each clip's median of repeats). "
-                 "WER = mean over scored clips, Whisper-normalised. Claimed RTF: the seed document's figure for this platform.")
+    basis = next((r.get("wer_basis") for _, r in table.iterrows() if isinstance(r.get("wer_basis"), str)), None) if not table.empty else None
+    lines.append("RTF = processing seconds / audio seconds (median over the timed clips of each clip's median of repeats). "
+                 f"WER = {basis or 'mean WER over the scored clips'}; WER <tier> = pooled WER of that tier's clips "
+                 "(all edits / all reference words), Whisper-normalised. Claimed RTF: the seed document's figure for this platform.")
     anchored = [(run["platform_id"], c) for run in runs for c in run["cells"] if (c.get("anchor") or {}).get("ratio")]
     if anchored:
         lines += ["", "| platform | configuration | clip | dvm s | whisper-cli s | dvm / whisper-cli |", "|---|---|---|---|---|---|"]
@@ -237,13 +283,17 @@ def write_outputs(run: dict, directory: Path) -> None:
 def render_terminal(runs: list[dict], console) -> None:
     from rich.table import Table
 
+    data = rows(runs)
+    tiers = sorted({k[4:] for r in data for k in r if k.startswith("wer_") and k not in ("wer_all", "wer_basis")}, key=_tier_rank)
     table = Table(title="RTF × WER", show_lines=False)
-    for column in ("platform", "configuration", "median RTF", "claimed", "WER", "halluc.", "load s", "RSS MB"):
+    headers = ["platform", "configuration", "median RTF", "claimed", "WER", *tiers, "halluc.", "load s", "RSS MB"]
+    for column in headers:
         table.add_column(column, justify="right" if column not in ("platform", "configuration") else "left")
-    for r in rows(runs):
+    for r in data:
         if r.get("error"):
-            table.add_row(r["platform"], r["cell"], f"[red]{r['error']}[/red]", "", "", "", "", "")
+            table.add_row(r["platform"], r["cell"], f"[red]{r['error']}[/red]", *[""] * (len(headers) - 3))
             continue
         table.add_row(r["platform"], r["cell"], _fmt(r["median_rtf"]), _fmt(r["claimed_rtf"], 2), _fmt(r["wer"]),
-                      _fmt(r["hallucination_wps"], 2), _fmt(r["load_s"], 2), _fmt(r["peak_rss_mb"], 0))
+                      *[_fmt(r.get(f"wer_{t}")) for t in tiers], _fmt(r["hallucination_wps"], 2), _fmt(r["load_s"], 2),
+                      _fmt(r["peak_rss_mb"], 0))
     console.print(table)

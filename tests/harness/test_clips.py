@@ -23,12 +23,13 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 
 @pytest.fixture(scope="module")
 def committed() -> list[Clip]:
-    return load_clips(FIXTURES)
+    """The top-level clips (TTS voices, JFK and its copies, silence, dialogues); the real tier is below fixtures/audio/real."""
+    return [c for c in load_clips(FIXTURES) if c.path.parent == FIXTURES]
 
 
 def test_default_directory_is_the_committed_fixtures(committed):
     assert DEFAULT_CLIPS_DIR == FIXTURES
-    assert [c.id for c in load_clips()] == [c.id for c in committed]
+    assert [c.id for c in load_clips()] == [c.id for c in load_clips(FIXTURES)]
 
 
 def test_fixtures_are_16k_mono_16bit_and_5_to_15_seconds(committed):
@@ -190,9 +191,9 @@ def test_entry_that_is_not_an_object(tmp_path):
 
 def test_missing_required_key_names_the_entry(tmp_path):
     entry = _entry()
-    del entry["language"]
+    del entry["file"]
     message = _error(_clips_dir(tmp_path, [entry]))
-    assert "entry 0 ('hello')" in message and "'language'" in message
+    assert "entry 0 ('hello')" in message and "'file'" in message
 
 
 def test_missing_wav_names_the_entry(tmp_path):
@@ -204,7 +205,7 @@ def test_corrupt_wav_names_the_entry(tmp_path):
     directory = _clips_dir(tmp_path, [_entry(), _entry("broken")])
     (directory / "broken.wav").write_bytes(b"this is not a wav file at all" * 10)
     message = _error(directory)
-    assert "entry 1 ('broken')" in message and "broken.wav" in message and "WAV" in message
+    assert "entry 1 ('broken')" in message and "broken.wav" in message and "not readable audio" in message
 
 
 def test_truncated_wav_names_the_entry(tmp_path):
@@ -215,21 +216,69 @@ def test_truncated_wav_names_the_entry(tmp_path):
     assert "'hello'" in message and "truncated" in message
 
 
-def test_wrong_sample_rate_names_the_entry(tmp_path):
-    directory = _clips_dir(tmp_path, [_entry()])
+def test_other_rates_and_stereo_are_read_as_16k_mono(tmp_path):
+    directory = _clips_dir(tmp_path, [_entry(), _entry("stereo")])
     write_wav(directory / "hello.wav", _tone(rate=44100), rate=44100)
-    message = _error(directory)
-    assert "entry 0 ('hello')" in message and "44100 Hz" in message and "16000 Hz mono 16-bit" in message
-
-
-def test_stereo_wav_is_refused(tmp_path):
-    directory = _clips_dir(tmp_path, [_entry()])
-    with wave.open(str(directory / "hello.wav"), "wb") as wav:
+    with wave.open(str(directory / "stereo.wav"), "wb") as wav:
         wav.setnchannels(2)
         wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(np.zeros(32000, dtype="<i2").tobytes())
-    assert "2 channel(s)" in _error(directory)
+        wav.setframerate(48000)
+        wav.writeframes(np.repeat((_tone(rate=48000) * 32767).astype("<i2"), 2).tobytes())
+    clips = load_clips(directory)
+    assert [c.seconds for c in clips] == [pytest.approx(1.0), pytest.approx(1.0)]
+    for clip in clips:
+        audio = read_audio(clip)
+        assert abs(len(audio) - 16000) <= 16 and np.max(np.abs(audio)) > 0.25
+
+
+def test_a_manifest_needs_only_id_file_and_text(tmp_path):
+    directory = _clips_dir(tmp_path, [{"id": "hello", "file": "hello.wav", "text": "hello"}])
+    (clip,) = load_clips(directory)
+    assert (clip.language, clip.kind, clip.tier, clip.timed) == ("en", "speech", "speech", True)
+    assert clip.seconds == pytest.approx(1.0) and clip.text == "hello" and clip.voice == "" and clip.source == ""
+
+
+def test_tier_defaults_follow_the_kind_and_can_be_named(tmp_path):
+    entries = [_entry("a", kind="clean"), _entry("b", kind="human"), _entry("c", kind="codec"), _entry("d", tier="mine", timed=False)]
+    clips = load_clips(_clips_dir(tmp_path, entries, wavs="abcd"))
+    assert [c.tier for c in clips] == ["tts", "real", "real-opus", "mine"]
+    assert [c.timed for c in clips] == [True, True, True, False]
+
+
+def test_timed_must_be_a_boolean(tmp_path):
+    assert "'timed'" in _error(_clips_dir(tmp_path, [_entry(timed="no")]))
+
+
+def test_sidecar_pairs_without_a_manifest(tmp_path):
+    from dvm.harness.clips import write_audio
+
+    write_audio(tmp_path / "alpha.wav", _tone(2.0))
+    (tmp_path / "alpha.txt").write_text("Alpha says\nhello.\n", encoding="utf-8")
+    write_audio(tmp_path / "beta.flac", _tone(1.5))
+    (tmp_path / "beta.txt").write_text("beta", encoding="utf-8")
+    write_audio(tmp_path / "gamma.wav", _tone(1.0))  # no text: timed, not scored
+    (tmp_path / "notes.txt").write_text("not a clip", encoding="utf-8")
+    clips = load_clips(tmp_path)
+    assert [c.id for c in clips] == ["alpha", "beta", "gamma"]
+    assert [c.text for c in clips] == ["Alpha says hello.", "beta", None]
+    assert [round(c.seconds, 2) for c in clips] == [2.0, 1.5, 1.0]
+    assert all(c.language == "en" and c.kind == "speech" for c in clips)
+
+
+def test_empty_directory_without_manifest(tmp_path):
+    message = _error(tmp_path)
+    assert "manifest.json" in message and "no audio files" in message
+
+
+def test_tier_subdirectories_are_read_after_the_top_level(tmp_path):
+    top = _clips_dir(tmp_path, [_entry("top")], wavs=("top",))
+    sub = top / "extra"
+    sub.mkdir()
+    _clips_dir(sub, [{"id": "deep", "file": "deep.wav", "text": "deep", "tier": "real", "timed": False}], wavs=("deep",))
+    clips = load_clips(top)
+    assert [(c.id, c.tier, c.path.parent.name) for c in clips] == [("top", "tts", top.name), ("deep", "real", "extra")]
+    _clips_dir(sub, [{"id": "top", "file": "deep.wav", "text": "x"}], wavs=("deep",))
+    assert "appears twice" in _error(top)
 
 
 def test_declared_seconds_must_match(tmp_path):

@@ -13,139 +13,26 @@ Both need nothing but pip (PyAV is a dependency of dvm). `OpusStream.feed` never
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import glob
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-SAMPLE_RATE = 48_000
-CHANNELS = 2
-MAX_FRAME_SAMPLES = 5760  # 120 ms at 48 kHz, the longest Opus packet
+from dvm import libopus
+from dvm.libopus import CHANNELS, MAX_FRAME_SAMPLES, SAMPLE_RATE, OpusError  # noqa: F401 - part of this module's API
+
 DEFAULT_FRAME_SAMPLES = 960  # 20 ms, what Discord sends
 MAX_CONCEAL = 5  # at most 100 ms of concealment per gap
 LATE_WINDOW = 64  # a packet this far behind is late (dropped); further behind, a new stream
 
-
-class OpusError(Exception):
-    """A packet the decoder rejects."""
-
-
-def _libopus_candidates() -> list[str]:
-    found: list[str] = []
-    if os.environ.get("DVM_LIBOPUS"):
-        found.append(os.environ["DVM_LIBOPUS"])
-    try:
-        import av
-
-        pkg = Path(av.__file__).resolve().parent
-        for pattern in ("av.libs/libopus*", "av.libs/opus*.dll", "av.libs/libopus*.dll"):
-            found += sorted(glob.glob(str(pkg.parent / pattern)))
-        found += sorted(glob.glob(str(pkg / ".dylibs" / "libopus*")))
-    except Exception:
-        pass
-    system = ctypes.util.find_library("opus")
-    if system:
-        found.append(system)
-    return found
-
-
-class _LibOpus:
-    """The few libopus calls we need."""
-
-    def __init__(self, path: str) -> None:
-        lib = ctypes.CDLL(path)
-        lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        lib.opus_decoder_create.restype = ctypes.c_void_p
-        lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
-        lib.opus_decoder_destroy.restype = None
-        lib.opus_decode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_int32,
-            ctypes.POINTER(ctypes.c_int16),
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
-        lib.opus_decode.restype = ctypes.c_int
-        lib.opus_packet_get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
-        lib.opus_packet_get_nb_samples.restype = ctypes.c_int
-        lib.opus_strerror.argtypes = [ctypes.c_int]
-        lib.opus_strerror.restype = ctypes.c_char_p
-        lib.opus_get_version_string.argtypes = []
-        lib.opus_get_version_string.restype = ctypes.c_char_p
-        self.lib = lib
-        self.path = path
-        self.version = lib.opus_get_version_string().decode()
-
-
-_LIB: _LibOpus | None = None
-_LIB_TRIED = False
-
-
-def _libopus() -> _LibOpus | None:
-    global _LIB, _LIB_TRIED
-    if not _LIB_TRIED:
-        _LIB_TRIED = True
-        for path in _libopus_candidates():
-            try:
-                _LIB = _LibOpus(path)
-                break
-            except (OSError, AttributeError):
-                continue
-    return _LIB
+LibOpusDecoder = libopus.Decoder
 
 
 def backend() -> dict:
     """Which decoder this process uses: {"backend": "libopus"|"pyav", "library", "version"}."""
-    lib = _libopus()
+    lib = libopus.load()
     if lib is not None:
         return {"backend": "libopus", "library": lib.path, "version": lib.version}
     import av
 
     return {"backend": "pyav", "library": "libavcodec libopus", "version": av.__version__}
-
-
-class LibOpusDecoder:
-    def __init__(self, lib: _LibOpus) -> None:
-        self._lib = lib.lib
-        err = ctypes.c_int(0)
-        self._state = self._lib.opus_decoder_create(SAMPLE_RATE, CHANNELS, ctypes.byref(err))
-        if err.value != 0 or not self._state:
-            raise OpusError(f"opus_decoder_create: {self._lib.opus_strerror(err.value).decode()}")
-        self._pcm = (ctypes.c_int16 * (MAX_FRAME_SAMPLES * CHANNELS))()
-
-    def _run(self, data: bytes | None, samples: int, fec: int) -> bytes:
-        n = self._lib.opus_decode(self._state, data, len(data) if data else 0, self._pcm, samples, fec)
-        if n < 0:
-            raise OpusError(self._lib.opus_strerror(n).decode())
-        return ctypes.string_at(self._pcm, n * CHANNELS * 2)
-
-    def samples(self, packet: bytes) -> int:
-        n = self._lib.opus_packet_get_nb_samples(packet, len(packet), SAMPLE_RATE)
-        if n <= 0 or n > MAX_FRAME_SAMPLES:
-            raise OpusError(self._lib.opus_strerror(n).decode() if n < 0 else f"bad frame length {n}")
-        return n
-
-    def decode(self, packet: bytes) -> bytes:
-        if not packet:
-            raise OpusError("empty packet")
-        return self._run(packet, MAX_FRAME_SAMPLES, 0)
-
-    def conceal(self, samples: int, fec_packet: bytes | None) -> bytes:
-        """PCM for one lost frame: from the next packet's in-band FEC when given, else PLC."""
-        if fec_packet:
-            try:
-                return self._run(fec_packet, samples, 1)
-            except OpusError:
-                pass
-        return self._run(None, samples, 0)
-
-    def __del__(self) -> None:
-        state, self._state = getattr(self, "_state", None), None
-        if state:
-            self._lib.opus_decoder_destroy(state)
 
 
 class PyAvDecoder:
@@ -187,7 +74,7 @@ class PyAvDecoder:
 def new_decoder(prefer: str | None = None) -> LibOpusDecoder | PyAvDecoder:
     """A decoder from the best backend (or the one named: "libopus", "pyav")."""
     if prefer != "pyav":
-        lib = _libopus()
+        lib = libopus.load()
         if lib is not None:
             return LibOpusDecoder(lib)
         if prefer == "libopus":
