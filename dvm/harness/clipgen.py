@@ -1,6 +1,6 @@
 """Rebuild the reference clips in ``fixtures/audio`` from scratch.
 
-    python -m dvm.harness.clipgen [--out DIR] [--jfk PATH]
+    python -m dvm.harness.clipgen [--out DIR] [--jfk PATH] [--tier all|tts|real]
 
 Speech comes from three synthesis engines (espeak-ng, flite, festival's text2wave) plus one
 real recording: John F. Kennedy's "ask not" sentence, ``samples/jfk.wav`` of whisper.cpp, taken
@@ -14,6 +14,8 @@ Every random thing has a fixed seed, so a rebuild gives the same noise. TTS outp
 the engines' versions (recorded in each clip's ``source``): the committed WAVs, not this
 script, are the reference. Needs (Debian/Ubuntu): ``apt-get install espeak-ng flite festival
 festvox-kallpc16k festvox-us-slt-hts sox``. Only this generator needs them; tests do not.
+The real-speech tier in ``OUT/real`` (``dvm.harness.realtier``) is rebuilt after them, or alone
+with ``--tier real``; it needs only the package index.
 """
 
 from __future__ import annotations
@@ -321,8 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_CLIPS_DIR, help=f"output directory (default: {DEFAULT_CLIPS_DIR})")
     parser.add_argument("--jfk", type=Path, default=None, help="a local copy of whisper.cpp's samples/jfk.wav (skips the pip download)")
     parser.add_argument("--check", action="store_true", help="only check that the tools are installed")
+    parser.add_argument("--tier", choices=["all", "tts", "real"], default="all",
+                        help="tts: the synthesised clips, JFK and silence (needs the tools above); real: the real-speech tier "
+                             "in OUT/real from PyPI sdists (needs nothing but the index); all: both (default)")
     args = parser.parse_args(argv)
     try:
+        if args.tier == "real" and not args.check:
+            from dvm.harness import realtier
+
+            return realtier.main(["--out", str(args.out / "real")])
         if args.check:
             missing = missing_tools()
             if missing:
@@ -334,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(manifest)} clips and {MANIFEST} to {args.out}")
+    if args.tier == "all":
+        from dvm.harness import realtier
+
+        return realtier.main(["--out", str(args.out / "real")])
     return 0
 
 

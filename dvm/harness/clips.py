@@ -218,8 +218,19 @@ def _audio_seconds(path: Path, fail) -> float:
 
 
 def _decoded_seconds(path: Path, fail) -> float:
+    """FLAC states its exact length in its header (STREAMINFO); anything else is decoded and counted."""
     from dvm.harness.audio import load_audio
 
+    if path.suffix.lower() == ".flac":
+        import av
+
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.audio[0]
+                if stream.duration and stream.time_base:
+                    return float(stream.duration * stream.time_base)
+        except (IndexError, OSError, ValueError, av.error.FFmpegError):
+            pass  # decoding below says what is wrong
     try:
         return len(load_audio(path)) / SAMPLE_RATE
     except DvmError as exc:

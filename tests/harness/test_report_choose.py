@@ -118,3 +118,59 @@ def test_anchor_ratios_are_tabled():
     anchored["anchor"] = {"clip": "en-jfk", "dvm_s": 0.236, "cli_s": 0.243, "ratio": 0.971, "overhead_pct": -2.9}
     md = report.markdown([run_file([anchored])])
     assert "dvm / whisper-cli" in md and "| 0.971 |" in md
+
+
+def tiered(rtf: float, wers: dict[str, float], cell_id: str) -> dict:
+    """A cell whose clips sit in tiers, each clip with 10 reference words and wer*10 substitutions."""
+    base = cell(cell_id, rtf, 0.0)
+    records = []
+    for n, (tier, wer) in enumerate(wers.items()):
+        r = record(rtf, wer, clip=f"{tier}-{n}")
+        r["tier"], r["timed"] = tier, tier == "tts"
+        r["wer"], r["score"]["substitutions"] = wer, round(wer * 10)
+        records.append(r)
+    base["records"] = records + [base["records"][1]]
+    return base
+
+
+def test_tier_wers_are_pooled_and_the_decision_uses_real_speech():
+    c = tiered(0.02, {"tts": 0.0, "real": 0.2, "real-opus": 0.3, "noisy": 0.4, "long": 0.1}, "x")
+    extra = record(0.02, 0.0, clip="real-b")
+    extra["tier"], extra["timed"], extra["wer"] = "real", False, 0.0
+    extra["score"]["ref_words"] = 30  # a longer clip weighs more in its tier's pooled WER
+    c["records"].append(extra)
+    summary = report.summarize_cell(c)
+    assert summary["wer_tts"] == 0.0 and summary["wer_real"] == pytest.approx(2 / 40)
+    assert summary["wer"] == pytest.approx((2 / 40 + 0.3 + 0.4 + 0.1) / 4)
+    assert "real-speech tiers" in summary["wer_basis"]
+    only_tts = report.summarize_cell(tiered(0.02, {"tts": 0.1}, "y"))
+    assert only_tts["wer"] == pytest.approx(0.1) and "scored clips" in only_tts["wer_basis"]
+
+
+def test_untimed_clips_stay_out_of_the_rtf():
+    c = tiered(0.02, {"tts": 0.0, "real": 0.1}, "x")
+    c["records"][1]["median_rtf"] = 0.5  # the real clip, scored from one pass
+    assert report.summarize_cell(c)["median_rtf"] == pytest.approx(0.02)
+
+
+def test_real_speech_changes_the_choice_that_tts_alone_would_make():
+    tiny = tiered(0.02, {"tts": 0.03, "real": 0.12, "real-opus": 0.15, "noisy": 0.25}, "tiny")
+    base = tiered(0.04, {"tts": 0.03, "real": 0.07, "real-opus": 0.09, "noisy": 0.16}, "base")
+    picked = choose.choose([tiny, base])
+    assert picked["summary"]["cell"] == "base"
+    assert "real-speech tiers" in picked["rule"]
+    tts_only = [tiered(0.02, {"tts": 0.03}, "tiny"), tiered(0.04, {"tts": 0.03}, "base")]
+    assert choose.choose(tts_only)["summary"]["cell"] == "tiny"
+
+
+def test_tables_show_a_column_per_tier(tmp_path):
+    run = run_file([tiered(0.02, {"tts": 0.0, "real": 0.2, "long": 0.1}, "x")])
+    text = report.markdown([run])
+    header = text.splitlines()[0]
+    assert "WER tts" in header and "WER real" in header and "WER long" in header
+    assert header.index("WER tts") < header.index("WER real") < header.index("WER long")
+    report.write_outputs(run, tmp_path)
+    assert "wer_real" in (tmp_path / "table.csv").read_text().splitlines()[0]
+    picked = choose.choose(run["cells"])
+    data = __import__("tomllib").loads(choose.render_toml("p", picked, None, None))
+    assert data["figures"]["wer_real"] == pytest.approx(0.2) and "real-speech" in data["figures"]["wer_basis"]
