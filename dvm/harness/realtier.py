@@ -230,7 +230,7 @@ def build(out: Path = TIER_DIR, log=print) -> list[dict]:
 
 def _long_clip(parts: list[tuple[Utterance, str, np.ndarray]]) -> tuple[dict, np.ndarray]:
     pieces, turns, t = [], [], 0.0
-    for i, (utt, text, audio) in enumerate(parts):
+    for i, (_utt, text, audio) in enumerate(parts):
         if i:
             gap = LONG_GAPS[(i - 1) % len(LONG_GAPS)]
             pieces.append(np.zeros(round(gap * SAMPLE_RATE), dtype=np.float32))
