@@ -385,6 +385,8 @@ def build_app(store: Store, pipeline: Any, voice: VoiceAdapter | None, harness: 
     if updates is None:
         updates = LiveUpdates()
         _chain_on_line(pipeline, updates)
+    if pipeline is not None and hasattr(pipeline, "on_interim") and pipeline.on_interim is None:
+        pipeline.on_interim = updates.line_committed  # an interim line changes the live transcript too
     state = AppState(store, pipeline, voice, harness, updates)
 
     @asynccontextmanager
@@ -593,7 +595,13 @@ def build_app(store: Store, pipeline: Any, voice: VoiceAdapter | None, harness: 
             session = store.get_session(sessionId)
         except SessionNotFound as exc:
             raise ResourceNotFoundError(str(exc)) from None
-        return exports.to_text(session, store.get_lines(sessionId))
+        interims = []
+        if pipeline is not None and hasattr(pipeline, "interims"):
+            try:
+                interims = pipeline.interims(sessionId)
+            except Exception:  # noqa: BLE001 - interim lines are a preview; the stored ones still show
+                log.exception("pipeline.interims() failed")
+        return exports.to_text(session, store.get_lines(sessionId), interims)
 
     @app.resource(SESSIONS_URI, name="sessions", mime_type="application/json",
                   description="Every transcription session, newest first.")

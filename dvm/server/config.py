@@ -28,6 +28,12 @@ class Settings:
     overlap_ms: int = 0  # AUDIO_OVERLAP_MS: audio kept from the previous cut when a long utterance is split
     vad_threshold: float = 0.5  # VAD_THRESHOLD
     queue_size: int = 32  # utterances waiting for a worker before the oldest is dropped
+    # live captions (dvm.server.live); DVM_LIVE=0 restores the fixed silence timeout and no interims
+    live: bool = True
+    speculative_pause_ms: int = 300  # AUDIO_SPECULATIVE_PAUSE_MS: a pause this long starts a speculative decode
+    early_endpoint_ms: int = 550  # AUDIO_EARLY_ENDPOINT_MS: quiet that ends an utterance whose text ends a sentence
+    interim_after_ms: int = 1500  # AUDIO_INTERIM_AFTER_MS: speech before the first interim line
+    interim_interval_ms: int = 1000  # AUDIO_INTERIM_INTERVAL_MS: between interim decodes of one speaker
     discord_token: str | None = None
     discord_user_id: str | None = None
     source: str = "defaults"
@@ -37,6 +43,9 @@ class Settings:
                 "buffer_duration_s": self.buffer_duration_s, "silence_timeout_ms": self.silence_timeout_ms,
                 "min_buffer_ms": self.min_buffer_ms, "vad_threshold": self.vad_threshold,
                 "queue_size": self.queue_size, "source": self.source,
+                "live": {"enabled": self.live, "speculative_pause_ms": self.speculative_pause_ms,
+                         "early_endpoint_ms": self.early_endpoint_ms, "interim_after_ms": self.interim_after_ms,
+                         "interim_interval_ms": self.interim_interval_ms},
                 "discord": {"token_set": bool(self.discord_token), "user_id": self.discord_user_id}}
 
 
@@ -87,6 +96,12 @@ def load(config_file: Path | None = None, env: dict | None = None) -> Settings:
     settings.overlap_ms = number(env, "AUDIO_OVERLAP_MS", int, settings.overlap_ms)
     settings.vad_threshold = number(env, "VAD_THRESHOLD", float, settings.vad_threshold)
     settings.workers = number(env, "DVM_WORKERS", int, settings.workers) or settings.workers
+    if env.get("DVM_LIVE", "").strip():
+        settings.live = env["DVM_LIVE"].strip().lower() not in ("0", "false", "no", "off")
+    settings.speculative_pause_ms = number(env, "AUDIO_SPECULATIVE_PAUSE_MS", int, settings.speculative_pause_ms)
+    settings.early_endpoint_ms = number(env, "AUDIO_EARLY_ENDPOINT_MS", int, settings.early_endpoint_ms)
+    settings.interim_after_ms = number(env, "AUDIO_INTERIM_AFTER_MS", int, settings.interim_after_ms)
+    settings.interim_interval_ms = number(env, "AUDIO_INTERIM_INTERVAL_MS", int, settings.interim_interval_ms)
     settings.discord_token = env.get("DISCORD_TOKEN") or None
     settings.discord_user_id = env.get("DISCORD_USER_ID") or None
     for name in _UNSUPPORTED:

@@ -74,15 +74,18 @@ def _header_facts(session: dict) -> list[tuple[str, str]]:
     return facts
 
 
-def to_text(session: dict, lines: list[dict]) -> str:
-    """The live transcript view: a short header, then ``[MM:SS] Name: text`` per line."""
+def to_text(session: dict, lines: list[dict], interims: list[dict] | None = None) -> str:
+    """The live transcript view: a short header, then ``[MM:SS] Name: text`` per line; utterances
+    still in progress follow as ``[MM:SS] Name (interim): text`` (never stored, replaced by the final)."""
     out = [_title(session)]
     out += [f"{k}: {v}" for k, v in _header_facts(session)]
     out.append("")
     for ln in spoken_order(lines):
         text = ln["text"] if ln["status"] == "ok" else _gap(ln)
         out.append(f"[{short_clock(ln['start'])}] {ln['speaker_name']}: {text}")
-    if not lines:
+    for ln in sorted(interims or [], key=lambda i: i["start"]):
+        out.append(f"[{short_clock(ln['start'])}] {ln['speaker_name']} (interim): {ln['text']}")
+    if not lines and not interims:
         out.append("(no speech transcribed yet)")
     return "\n".join(out) + "\n"
 
