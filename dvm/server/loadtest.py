@@ -2,9 +2,12 @@
 
 Each speaker plays reference clips as Discord would deliver them (48 kHz stereo s16, 20 ms frames,
 in real time, nothing sent while they are silent), and we measure end-of-speech -> transcript
-latency (p50/p95), throughput and drops.
+latency (p50/p95), speech start -> first interim line, throughput, drops and the cost of live
+captions, for the fixed silence timeout ("fixed") and live captions ("live") in the same run.
+``--accuracy`` also plays the dialogue clips and the real-speech tier through both modes and
+scores the final lines (WER, and utterances split or merged against the reference).
 
-    python -m dvm.server.loadtest --speakers 1 4 8 [--config chosen.toml] [--json]
+    python -m dvm.server.loadtest --speakers 1 4 8 [--modes fixed live] [--accuracy] [--config chosen.toml] [--json]
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ def run(n_speakers: int, settings, clips: list, store=None) -> dict:
     pipeline.wait_idle(timeout=300)
     wall = time.monotonic() - started
     stats = pipeline.stats()
+    firsts = sorted(pipeline.first_interim_latencies)
     pipeline.stop(drain=True)
     latencies = sorted(l.latency_s for l in lines if l.status == "ok")
     audio_s = sum(_read(clips[i % len(clips)]).size / 16000 for i in range(n_speakers))
@@ -115,7 +119,63 @@ def run(n_speakers: int, settings, clips: list, store=None) -> dict:
         "latency_p50_s": _pct(latencies, 50), "latency_p95_s": _pct(latencies, 95), "latency_max_s": latencies[-1] if latencies else None,
         "silence_timeout_s": settings.silence_timeout_ms / 1000, "workers": stats["workers"], "threads": stats["threads"],
         "engine": f"{settings.engine.engine}/{settings.engine.model}/{settings.engine.quant}/ctx-{settings.engine.audio_ctx}",
+        "mode": "live" if settings.live else "fixed",
+        "first_interim_p50_s": _pct(firsts, 50), "first_interim_max_s": firsts[-1] if firsts else None,
+        "live": stats["live"],
     }
+
+
+def accuracy(settings, clips: list, speakers: int = 8, gap_s: float = 1.5) -> dict:
+    """Play ``clips`` in real time, spread over ``speakers`` voices (a dialogue clip keeps its own
+    two), each voice's clips one after another with ``gap_s`` of silence; score the final lines.
+
+    Per clip (per dialogue turn): the lines that started inside it, joined, against its reference;
+    ``split`` counts references heard as more lines than they have, ``merged`` those heard as fewer."""
+    from dvm.harness import engines, scoring
+    from dvm.server.pipeline import Pipeline
+
+    lines, lock = [], threading.Lock()
+
+    def on_line(line):
+        with lock:
+            lines.append(line)
+
+    pipeline = Pipeline(lambda: engines.create(settings.engine), None, settings, on_line=on_line)
+    pipeline.start()
+    pieces: dict[str, list] = {}
+    expected = []  # (speaker, start, end, reference text, reference utterance count)
+    clocks = [0.25 * i for i in range(speakers)]
+    for n, clip in enumerate(clips):
+        voice = n % speakers
+        if clip.turns:
+            for speaker, spoken in speaker_tracks(clip).items():
+                name = f"v{voice}-{clip.id}-{speaker}"
+                pieces[name] = [(clocks[voice] + start, audio) for start, audio in spoken]
+                for turn in (t for t in clip.turns if t["speaker"] == speaker):
+                    expected.append((name, clocks[voice] + turn["start"] - 0.15, clocks[voice] + turn["end"] + 0.15, turn["text"], 1))
+            clocks[voice] += clip.seconds + gap_s
+            continue
+        name = f"v{voice}"
+        pieces.setdefault(name, []).append((clocks[voice], _read(clip)))
+        expected.append((name, clocks[voice], clocks[voice] + clip.seconds, clip.text, 1))
+        clocks[voice] += clip.seconds + gap_s
+    began = time.monotonic()
+    play(pipeline, "acc", schedule(pieces))
+    pipeline.flush("acc")
+    pipeline.wait_idle(timeout=300)
+    stats = pipeline.stats()
+    pipeline.stop(drain=True)
+    scores, split, merged, heard_lines = [], 0, 0, 0
+    for name, start, end, text, count in expected:
+        mine = sorted((l for l in lines if l.speaker_id == name and start - 0.3 <= l.start < end), key=lambda l: l.start)
+        heard_lines += len(mine)
+        split += len(mine) > count
+        merged += len(mine) < count
+        scores.append(scoring.score(text, " ".join(l.text for l in mine), "en"))
+    total = scoring.aggregate(scores)
+    return {"mode": "live" if settings.live else "fixed", "clips": len(clips), "references": len(expected),
+            "lines": heard_lines, "split": split, "merged_or_missed": merged, "pooled_wer": total["pooled_wer"],
+            "wall_s": time.monotonic() - began, "dropped": stats["dropped"], "live": stats["live"]}
 
 
 _AUDIO_CACHE: dict = {}
@@ -145,24 +205,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speakers", nargs="+", type=int, default=[1, 4, 8])
     parser.add_argument("--config", type=Path, help="chosen.toml (default: built-in serving defaults)")
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--modes", nargs="+", choices=["fixed", "live"], default=["fixed", "live"],
+                        help="fixed: end an utterance after the silence timeout only; live: speculative decode, early "
+                             "endpoint, interim lines (default: both, in this order, in one run)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="also play the dialogue clips and the real-speech tier through each mode and score the finals")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `dvm serve` does (see dvm/server/main.py)
     settings = config.load(args.config)
     if args.workers:
         settings.workers = args.workers
-    clips = [c for c in load_clips() if c.text and c.language == "en" and c.kind in ("clean", "human")]
-    results = []
-    for n in args.speakers:
-        result = run(n, settings, clips)
-        results.append(result)
-        if not args.json:
-            print(f"{n} speaker(s): p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s, "
-                  f"{result['ok']}/{result['utterances']} ok, dropped {result['dropped']} "
-                  f"(silence timeout {result['silence_timeout_s']:.2f} s, {result['workers']}x{result['threads']} {result['engine']})", flush=True)
+    every = load_clips()
+    clips = [c for c in every if c.text and c.language == "en" and c.kind in ("clean", "human")]
+    results, scored = [], []
+    for mode in args.modes:
+        settings.live = mode == "live"
+        for n in args.speakers:
+            result = run(n, settings, clips)
+            results.append(result)
+            if not args.json:
+                print(_describe(result), flush=True)
+    if args.accuracy:
+        material = [c for c in every if c.language == "en" and c.text and (c.kind == "dialogue" or c.tier == "real")]
+        for mode in args.modes:
+            settings.live = mode == "live"
+            result = accuracy(settings, material)
+            scored.append(result)
+            if not args.json:
+                print(f"{mode} accuracy: WER {result['pooled_wer']:.3f} over {result['references']} references "
+                      f"({result['clips']} clips), {result['lines']} lines, split {result['split']}, merged/missed "
+                      f"{result['merged_or_missed']}, dropped {result['dropped']}", flush=True)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps({"latency": results, "accuracy": scored} if args.accuracy else results, indent=1))
     return 0
+
+
+def _describe(result: dict) -> str:
+    live = result["live"]
+    extra = ""
+    if result["mode"] == "live":
+        spec = live["speculative"]
+        first = result["first_interim_p50_s"]
+        extra = (f"; speculative {spec['started']} started / {spec['used']} used / {spec['wasted']} wasted, "
+                 f"{live['early_endpoints']} early endpoints, {live['interim']['decodes']} interim decodes"
+                 + (f", first interim p50 {first:.2f} s" if first is not None else ""))
+    cpu = live.get("cpu_s_per_audio_s")
+    return (f"{result['mode']} {result['speakers']} speaker(s): p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s, "
+            f"{result['ok']}/{result['utterances']} ok, dropped {result['dropped']}"
+            + (f", {cpu:.3f} CPU s per audio s" if cpu is not None else "") + extra
+            + f" (silence timeout {result['silence_timeout_s']:.2f} s, {result['workers']}x{result['threads']} {result['engine']})")
 
 
 if __name__ == "__main__":
