@@ -65,7 +65,7 @@ def test_opus_decode(benchmark, opus_second):
 
 
 def test_resample_48k_stereo_to_16k_mono(benchmark, pcm_second):
-    from dvm.server.pipeline import _Resampler
+    from dvm.server.speech import Resampler as _Resampler
 
     resample = _Resampler()
     out = benchmark(lambda: [resample(p) for p in pcm_second])
@@ -73,7 +73,7 @@ def test_resample_48k_stereo_to_16k_mono(benchmark, pcm_second):
 
 
 def test_vad(benchmark, pcm_second):
-    from dvm.server.pipeline import _Resampler
+    from dvm.server.speech import Resampler as _Resampler
     from dvm.server.vad import StreamingVad
 
     resample = _Resampler()

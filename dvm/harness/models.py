@@ -18,7 +18,9 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import json
+import contextlib
 import os
+import threading
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -264,9 +266,49 @@ def fetch(name: str, base_url: str | None = None, progress: Callable[[int, int |
 # ---------------------------------------------------------------------------- resolution
 
 
+_INSTALL_LOCK = threading.RLock()
+_INSTALL_DEPTH = threading.local()
+
+
+@contextlib.contextmanager
+def _installing():
+    """One model installation at a time: across threads (serving workers load engines at once) and,
+    where the platform has flock, across processes sharing DVM_HOME."""
+    with _INSTALL_LOCK:
+        if getattr(_INSTALL_DEPTH, "value", 0):  # nested (ggml conversion installs its ct2 source): already held
+            _INSTALL_DEPTH.value += 1
+            try:
+                yield
+            finally:
+                _INSTALL_DEPTH.value -= 1
+            return
+        directory = models_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".install.lock", "a") as handle:
+            try:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except ImportError:  # Windows: the thread lock still serialises this process
+                pass
+            _INSTALL_DEPTH.value = 1
+            try:
+                yield
+            finally:
+                _INSTALL_DEPTH.value = 0
+
+
 def ensure_ggml(name: str = DEFAULT_MODEL, quant: str = "f16") -> Path:
     """Path of the ggml file for ``name``/``quant``, importing a pip-shipped model on first use."""
     found = find(name, "ggml", quant)
+    if found:
+        return Path(found.path)
+    with _installing():
+        return _install_ggml(name, quant)
+
+
+def _install_ggml(name: str, quant: str) -> Path:
+    found = find(name, "ggml", quant)  # another thread or process may have finished it meanwhile
     if found:
         return Path(found.path)
     if name in PIP_MODELS:
@@ -279,6 +321,14 @@ def ensure_ggml(name: str = DEFAULT_MODEL, quant: str = "f16") -> Path:
 
 def ensure_ct2(name: str = DEFAULT_MODEL) -> Path:
     """Directory of the CTranslate2 model ``name`` (pip-shipped ones are used in place or assembled)."""
+    found = find(name, "ct2", _any_ct2_quant(name))
+    if found:
+        return Path(found.path)
+    with _installing():
+        return _install_ct2(name)
+
+
+def _install_ct2(name: str) -> Path:
     found = find(name, "ct2", _any_ct2_quant(name))
     if found:
         return Path(found.path)

@@ -30,10 +30,12 @@ class Settings:
     queue_size: int = 32  # utterances waiting for a worker before the oldest is dropped
     # live captions (dvm.server.live); DVM_LIVE=0 restores the fixed silence timeout and no interims
     live: bool = True
-    speculative_pause_ms: int = 300  # AUDIO_SPECULATIVE_PAUSE_MS: a pause this long starts a speculative decode
+    speculative_pause_ms: int = 150  # AUDIO_SPECULATIVE_PAUSE_MS: a pause this long starts a speculative decode
     early_endpoint_ms: int = 550  # AUDIO_EARLY_ENDPOINT_MS: quiet that ends an utterance whose text ends a sentence
-    interim_after_ms: int = 1500  # AUDIO_INTERIM_AFTER_MS: speech before the first interim line
+    interim_after_ms: int = 1200  # AUDIO_INTERIM_AFTER_MS: speech before the first interim line
     interim_interval_ms: int = 1000  # AUDIO_INTERIM_INTERVAL_MS: between interim decodes of one speaker
+    # DVM_LEND_THREADS=0: a worker always decodes with its own threads, even when the other workers idle
+    lend_threads: bool = True
     discord_token: str | None = None
     discord_user_id: str | None = None
     source: str = "defaults"
@@ -46,6 +48,7 @@ class Settings:
                 "live": {"enabled": self.live, "speculative_pause_ms": self.speculative_pause_ms,
                          "early_endpoint_ms": self.early_endpoint_ms, "interim_after_ms": self.interim_after_ms,
                          "interim_interval_ms": self.interim_interval_ms},
+                "lend_threads": self.lend_threads,
                 "discord": {"token_set": bool(self.discord_token), "user_id": self.discord_user_id}}
 
 
@@ -98,6 +101,8 @@ def load(config_file: Path | None = None, env: dict | None = None) -> Settings:
     settings.workers = number(env, "DVM_WORKERS", int, settings.workers) or settings.workers
     if env.get("DVM_LIVE", "").strip():
         settings.live = env["DVM_LIVE"].strip().lower() not in ("0", "false", "no", "off")
+    if env.get("DVM_LEND_THREADS", "").strip():
+        settings.lend_threads = env["DVM_LEND_THREADS"].strip().lower() not in ("0", "false", "no", "off")
     settings.speculative_pause_ms = number(env, "AUDIO_SPECULATIVE_PAUSE_MS", int, settings.speculative_pause_ms)
     settings.early_endpoint_ms = number(env, "AUDIO_EARLY_ENDPOINT_MS", int, settings.early_endpoint_ms)
     settings.interim_after_ms = number(env, "AUDIO_INTERIM_AFTER_MS", int, settings.interim_after_ms)

@@ -14,10 +14,22 @@ utterance as soon as it is clearly over.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from dvm.server.speech import SAMPLE_RATE
+from dvm.server.threads import cpu_seconds, lower_this_thread
+from dvm.server.vad import WINDOW
+
+if TYPE_CHECKING:
+    from dvm.server.speech import SpeakerState
+
+log = logging.getLogger("dvm.server.pipeline")
+INTERIM_NICE = 19  # the interim thread's priority: the lowest, so it only uses cycles finals leave
 
 # A sentence that ends in one of these words is probably not over ("... and", "... because").
 _TRAILING = {
@@ -81,3 +93,159 @@ class Interim:
     def as_dict(self) -> dict:
         return {"session_id": self.session_id, "speaker_id": self.speaker_id, "speaker_name": self.speaker_name,
                 "start": round(self.start, 3), "text": self.text, "interim": True}
+
+
+class LiveCaptions:
+    """The live-caption paths of dvm.server.pipeline.Pipeline (a mixin over its state): speculation at a
+    pause, the early endpoint, interims on their own low-priority worker, and their cost counters."""
+
+    def _live_quiet(self, sp: SpeakerState, quiet_s: float) -> None:
+        """A speaker in speech has been quiet for ``quiet_s``: speculate, or end the utterance early."""
+        if not self.settings.live:
+            return
+        spec = sp.spec
+        if spec is None:
+            voiced_ms = sp.speech_windows * WINDOW / SAMPLE_RATE * 1000
+            if quiet_s * 1000 >= self.settings.speculative_pause_ms and voiced_ms >= self.settings.min_buffer_ms:
+                sp.spec = Speculation((sp.session_id, sp.speaker_id), sp.seq, sp.voiced, np.concatenate(sp.speech[: sp.voiced + 3]))
+                self.counters["spec_started"] += 1
+                self._enqueue(sp.spec)
+            return
+        if spec.done and not spec.stale and quiet_s * 1000 >= self.settings.early_endpoint_ms and sentence_final(spec.text or ""):
+            self.counters["early_endpoints"] += 1
+            self._cut(sp, trailing=len(sp.speech) - sp.voiced)
+
+    def _spec_stale(self, spec: Speculation) -> None:
+        if not spec.stale:
+            spec.stale = True
+            self.counters["spec_wasted"] += 1
+
+    def _interims_allowed(self) -> bool:
+        """Interim work yields: none while a final or speculative decode waits (the queue backs up)."""
+        return self.settings.live and not self._queue
+
+    def _maybe_interim(self, sp: SpeakerState, now: float) -> None:
+        if not self.settings.live:
+            return
+        talked_ms = len(sp.speech) * WINDOW / SAMPLE_RATE * 1000
+        if talked_ms < self.settings.interim_after_ms or (now - sp.last_interim_wall) * 1000 < self.settings.interim_interval_ms:
+            return
+        sp.last_interim_wall = now
+        if not self._interims_allowed():
+            self.counters["interim_skipped_busy"] += 1
+            return
+        key = (sp.session_id, sp.speaker_id)
+        request = InterimRequest(key, sp.seq, np.concatenate(sp.speech), sp.speech_started_wall)
+        with self._cond:
+            if self._interim_queue.pop(key, None) is not None:
+                self.counters["interim_superseded"] += 1
+            self._interim_queue[key] = request
+            self._cond.notify()
+
+    def interims(self, session_id: str) -> list[dict]:
+        """The interim hypotheses of the utterances in progress in a session (never stored)."""
+        with self._commit_lock:
+            return [i.as_dict() for (sid, _), i in self._interims.items() if sid == session_id]
+
+    def _interim_worker(self) -> None:
+        """Interims run on their own engine in a thread at the lowest CPU priority, so the OS scheduler
+        gives every cycle a final or speculative decode wants to those first; interims use what is left."""
+        engine = self._load_engine()
+        if engine is None:
+            return
+        self._set_threads(engine, 1)
+        self.interim_priority = lower_this_thread(INTERIM_NICE)
+        while True:
+            with self._cond:
+                while self._running and not self._interim_queue:
+                    self._cond.wait(timeout=0.5)
+                if not self._running:
+                    break
+                job = self._interim_queue.pop(next(iter(self._interim_queue)))
+                self._interim_in_flight += 1
+            self._run_interim(engine, job)
+        engine.close()
+
+    def _run_speculation(self, engine, spec: Speculation) -> None:
+        with self._feed_lock:
+            skip = spec.stale and spec.utterance is None
+        if skip:
+            self.counters["spec_skipped"] += 1
+            self._done_one()
+            return
+        try:
+            text, failed = engine.transcribe(spec.pcm).text.strip(), False
+        except Exception as exc:  # noqa: BLE001 - like a final decode: recorded, the pipeline goes on
+            log.error("speculative transcription failed: %s", exc)
+            text, failed = "", True
+        with self._feed_lock:
+            spec.text, spec.done = text, True
+            utterance = spec.utterance
+            if utterance is None and failed:
+                self._spec_stale(spec)
+            elif utterance is None and not spec.stale:
+                sp = self._speakers.get(spec.key)
+                if sp is not None and sp.spec is spec and sp.in_speech:  # quiet long enough already? end it now
+                    audio_quiet = sp.silence_windows * WINDOW / SAMPLE_RATE
+                    self._live_quiet(sp, max(audio_quiet, self.clock() - sp.last_speech_wall))
+        if utterance is not None:
+            if failed:
+                self._commit_text(utterance, "", "failed")
+            else:
+                self.counters["spec_used"] += 1
+                self._commit_text(utterance, text)
+        self._done_one()
+
+    def _run_interim(self, engine, request: InterimRequest) -> None:
+        interim = None
+        try:
+            with self._feed_lock:
+                sp = self._speakers.get(request.key)
+                current = sp is not None and sp.in_speech and sp.seq == request.seq
+            if not current:
+                self.counters["interim_stale"] += 1
+                return
+            text = engine.transcribe(request.pcm).text.strip()
+            self.counters["interim_decodes"] += 1
+            with self._feed_lock:
+                sp = self._speakers.get(request.key)
+                if sp is None or not sp.in_speech or sp.seq != request.seq or not text:
+                    self.counters["interim_stale"] += 1
+                    return
+                now = self.clock()
+                interim = Interim(sp.session_id, sp.speaker_id, sp.name, request.seq, sp.start, text, now)
+                if not sp.first_interim_done:
+                    sp.first_interim_done = True
+                    self.first_interim_latencies.append(now - request.speech_started_wall)
+            with self._commit_lock:
+                self._interims[request.key] = interim
+            self.counters["interim_published"] += 1
+        except Exception as exc:  # noqa: BLE001 - an interim is only a preview
+            log.debug("interim transcription failed: %s", exc)
+        finally:
+            with self._cond:
+                self._interim_in_flight -= 1
+                self._cond.notify_all()
+        if interim is not None and self.on_interim:
+            try:
+                self.on_interim(interim)
+            except Exception as exc:  # noqa: BLE001 - a listener must not break the pipeline
+                log.warning("on_interim listener failed: %s", exc)
+
+    def live_stats(self) -> dict:
+        """Cost accounting of live captions, and CPU seconds spent per second of audio received."""
+        c = self.counters
+        audio_s = sum(sp.fed for sp in list(self._speakers.values())) / SAMPLE_RATE
+        now_cpu = cpu_seconds()
+        cpu = now_cpu - self._cpu_start if now_cpu is not None and self._cpu_start is not None else None
+        firsts = sorted(self.first_interim_latencies)
+        return {
+            "enabled": self.settings.live,
+            "speculative": {"started": c["spec_started"], "used": c["spec_used"], "wasted": c["spec_wasted"],
+                            "dropped": c["spec_dropped"], "skipped": c["spec_skipped"]},
+            "early_endpoints": c["early_endpoints"], "interim_priority": self.interim_priority,
+            "interim": {"decodes": c["interim_decodes"], "published": c["interim_published"], "stale": c["interim_stale"],
+                        "superseded": c["interim_superseded"], "skipped_busy": c["interim_skipped_busy"],
+                        "first_p50_s": round(firsts[len(firsts) // 2], 3) if firsts else None},
+            "cpu_s_per_audio_s": round(cpu / audio_s, 4) if audio_s > 0 and cpu is not None else None,
+        }

@@ -7,7 +7,7 @@ captions, for the fixed silence timeout ("fixed") and live captions ("live") in 
 ``--accuracy`` also plays the dialogue clips and the real-speech tier through both modes and
 scores the final lines (WER, and utterances split or merged against the reference).
 
-    python -m dvm.server.loadtest --speakers 1 4 8 [--modes fixed live] [--accuracy] [--config chosen.toml] [--json]
+    python -m dvm.server.loadtest --speakers 1 4 8 [--modes fixed live] [--rounds 3] [--accuracy] [--config chosen.toml] [--json]
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def play(pipeline, session_id: str, events, names: dict[str, str] | None = None,
     return time.monotonic()
 
 
-def run(n_speakers: int, settings, clips: list, store=None) -> dict:
+def run(n_speakers: int, settings, clips: list, store=None, rounds: int = 1, gap_s: float = 2.0) -> dict:
+    """Each of ``n_speakers`` says ``rounds`` clips one after another (``gap_s`` of silence between),
+    the speakers starting 0.25 s apart, all at once through one pipeline."""
     from dvm.harness import engines
     from dvm.server.pipeline import Pipeline
 
@@ -94,11 +96,16 @@ def run(n_speakers: int, settings, clips: list, store=None) -> dict:
     pipeline.start()
     events = []
     spoken = 0
+    said = []
     for i in range(n_speakers):
-        clip = clips[i % len(clips)]
-        pieces = {"A": [(0.0, _read(clip))]}
-        spoken += 1
-        events += schedule(pieces, offset=0.25 * i, prefix=f"spk{i}-")
+        at, spoken_pieces = 0.0, []
+        for r in range(max(1, rounds)):
+            clip = clips[(i + r * n_speakers) % len(clips)]
+            said.append(clip)
+            spoken_pieces.append((at, _read(clip)))
+            at += _read(clip).size / 16000 + gap_s
+            spoken += 1
+        events += schedule({"A": spoken_pieces}, offset=0.25 * i, prefix=f"spk{i}-")
     events.sort(key=lambda e: e[0])
     started = time.monotonic()
     play(pipeline, "load", events)
@@ -112,14 +119,14 @@ def run(n_speakers: int, settings, clips: list, store=None) -> dict:
     firsts = sorted(pipeline.first_interim_latencies)
     pipeline.stop(drain=True)
     latencies = sorted(l.latency_s for l in lines if l.status == "ok")
-    audio_s = sum(_read(clips[i % len(clips)]).size / 16000 for i in range(n_speakers))
+    audio_s = sum(_read(clip).size / 16000 for clip in said)
     return {
         "speakers": n_speakers, "utterances": len(lines), "ok": sum(l.status == "ok" for l in lines),
         "dropped": stats["dropped"], "failed": stats["failed"], "wall_s": wall, "audio_s": audio_s,
         "latency_p50_s": _pct(latencies, 50), "latency_p95_s": _pct(latencies, 95), "latency_max_s": latencies[-1] if latencies else None,
         "silence_timeout_s": settings.silence_timeout_ms / 1000, "workers": stats["workers"], "threads": stats["threads"],
         "engine": f"{settings.engine.engine}/{settings.engine.model}/{settings.engine.quant}/ctx-{settings.engine.audio_ctx}",
-        "mode": "live" if settings.live else "fixed",
+        "mode": "live" if settings.live else "fixed", "rounds": rounds, "lent_decodes": stats.get("lent_decodes", 0),
         "first_interim_p50_s": _pct(firsts, 50), "first_interim_max_s": firsts[-1] if firsts else None,
         "live": stats["live"],
     }
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speakers", nargs="+", type=int, default=[1, 4, 8])
     parser.add_argument("--config", type=Path, help="chosen.toml (default: built-in serving defaults)")
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--rounds", type=int, default=3, help="clips each speaker says in turn, 2 s apart (default 3)")
     parser.add_argument("--modes", nargs="+", choices=["fixed", "live"], default=["fixed", "live"],
                         help="fixed: end an utterance after the silence timeout only; live: speculative decode, early "
                              "endpoint, interim lines (default: both, in this order, in one run)")
@@ -222,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes:
         settings.live = mode == "live"
         for n in args.speakers:
-            result = run(n, settings, clips)
+            result = run(n, settings, clips, rounds=args.rounds)
             results.append(result)
             if not args.json:
                 print(_describe(result), flush=True)

@@ -115,5 +115,10 @@ class Engine(ABC):
     def info(self) -> dict:
         """Engine version, build features, model file and its sha256, device."""
 
+    def set_threads(self, threads: int) -> bool:
+        """Use ``threads`` CPU threads from the next ``transcribe`` on; False when the engine fixes its
+        thread count at load (then the serving pipeline does not lend it idle cores)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free native resources."""

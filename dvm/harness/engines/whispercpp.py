@@ -116,6 +116,12 @@ class WhisperCppEngine(Engine):
         text = " ".join(s.text for s in segments if s.text).strip()
         return Transcript(text, segments, seconds, audio_seconds, self.timings(), self.config.language)
 
+    def set_threads(self, threads: int) -> bool:
+        if self._ctx is None:
+            self.load()
+        self._params.n_threads = max(1, int(threads))
+        return True
+
     def timings(self) -> dict[str, float]:
         """whisper.cpp's own split of the last call (mel, encode, decode, batchd, prompt, sample), in seconds."""
         _, log = _capture_logs(lambda: _bindings().whisper_print_timings(self._ctx))
