@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from dvm import __version__
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
+from dvm.errors import report as report_error
 
-EXIT_INPUT = 2
 
 
 def _console(stderr: bool = False):
@@ -141,8 +141,8 @@ def _engine_config(args):
     from dvm.harness.engines import EngineConfig
 
     if getattr(args, "config", None):
-        from dvm.harness import variants
-        from dvm.harness.choose import read_chosen
+        from dvm.harness.variants import registry as variants
+        from dvm.harness.bench.choose import read_chosen
 
         chosen = read_chosen(Path(args.config))
         if chosen["engine"]["engine"] == "whispercpp":
@@ -188,8 +188,65 @@ def _default_out_dir(platform_id: str) -> Path:
     return Path("results") / platform_id / f"run-{stamp}"
 
 
+def _bench_line(cell, result) -> str:
+    """One line per finished cell (rich markup; stripped when not on a terminal)."""
+    from dvm.harness.bench import report
+
+    if "error" in result:
+        return f"[red]{cell.id}: {result['error']}[/red]"
+    if "records" in result:
+        summary = report.summarize_cell(result)
+        load = (result.get("machine_load") or {}).get("foreign_cores")
+        warn = f"  [yellow]warning: other processes used {load:.2f} cores[/yellow]" if load and load > 0.25 else ""
+        return f"{cell.id}: RTF {summary['median_rtf']:.4f}  WER {summary['wer'] if summary['wer'] is not None else float('nan'):.3f}{warn}"
+    return f"{cell.id}: {result['throughput_x_realtime']:.1f}x real time, p95 {result['latency_p95_s']:.2f} s"
+
+
+def _bench_progress(args):
+    """(rich progress or None, on_start, on_cell) for `dvm bench`: a bar on a terminal, else lines on stderr."""
+    progress, task = None, None
+    if _interactive(args):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=_console(stderr=True))
+        progress.start()
+        task = progress.add_task("bench", total=None)
+
+    def on_start(total):
+        if progress:
+            progress.update(task, total=total, description="measuring")
+
+    def on_cell(i, total, cell, result):
+        line = _bench_line(cell, result)
+        if progress:
+            progress.update(task, completed=i, description=cell.id)
+            progress.console.print(line)
+        elif not args.json:
+            print(line.replace("[red]", "").replace("[/red]", "").replace("[yellow]", "").replace("[/yellow]", ""), file=sys.stderr)
+
+    return progress, on_start, on_cell
+
+
+def _print_bench(args, run: dict, out_dir: Path) -> None:
+    from dvm.harness.bench import report
+
+    if args.json:
+        _print_json({"out_dir": str(out_dir), "chosen": run["chosen"], "table": report.rows([run])})
+        return
+    if sys.stdout.isatty():
+        report.render_terminal([run], _console())
+    else:
+        sys.stdout.write(report.markdown([run]))
+    chosen = run.get("chosen")
+    print(f"results: {out_dir}")
+    if chosen:
+        print(f"chosen: {chosen['cell']} (RTF {chosen['median_rtf']:.4f}, WER {chosen['wer']:.3f}) -> {out_dir / 'chosen.toml'}")
+
+
 def cmd_bench(args) -> int:
-    from dvm.harness import bench, probe, report
+    from dvm.harness import probe
+    from dvm.harness.bench import runner as bench
 
     if args.remote_url:
         os.environ["DVM_REMOTE_URL"] = args.remote_url  # the cell processes inherit it
@@ -201,36 +258,7 @@ def cmd_bench(args) -> int:
         concurrency=not args.no_concurrency, wer_budget=args.wer_budget, anchor=args.anchor, tiers=args.tiers,
     )
     out_dir = Path(args.out) if args.out else _default_out_dir(platform_id)
-    interactive = _interactive(args)
-    console = _console(stderr=True)
-    progress = None
-    if interactive:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-        progress.start()
-        task = progress.add_task("bench", total=None)
-
-    def on_start(total):
-        if progress:
-            progress.update(task, total=total, description="measuring")
-
-    def on_cell(i, total, cell, result):
-        if "error" in result:
-            line = f"[red]{cell.id}: {result['error']}[/red]"
-        elif "records" in result:
-            summary = report.summarize_cell(result)
-            load = (result.get("machine_load") or {}).get("foreign_cores")
-            warn = f"  [yellow]warning: other processes used {load:.2f} cores[/yellow]" if load and load > 0.25 else ""
-            line = f"{cell.id}: RTF {summary['median_rtf']:.4f}  WER {summary['wer'] if summary['wer'] is not None else float('nan'):.3f}{warn}"
-        else:
-            line = f"{cell.id}: {result['throughput_x_realtime']:.1f}x real time, p95 {result['latency_p95_s']:.2f} s"
-        if progress:
-            progress.update(task, completed=i, description=cell.id)
-            progress.console.print(line)
-        elif not args.json:
-            print(line.replace("[red]", "").replace("[/red]", "").replace("[yellow]", "").replace("[/yellow]", ""), file=sys.stderr)
-
+    progress, on_start, on_cell = _bench_progress(args)
     try:
         run = bench.run(options, out_dir, profile, on_cell=on_cell, on_start=on_start)
     except KeyboardInterrupt:
@@ -241,22 +269,12 @@ def cmd_bench(args) -> int:
     finally:
         if progress and progress.live.is_started:
             progress.stop()
-    if args.json:
-        _print_json({"out_dir": str(out_dir), "chosen": run["chosen"], "table": report.rows([run])})
-    else:
-        if sys.stdout.isatty():
-            report.render_terminal([run], _console())
-        else:
-            sys.stdout.write(report.markdown([run]))
-        chosen = run.get("chosen")
-        print(f"results: {out_dir}")
-        if chosen:
-            print(f"chosen: {chosen['cell']} (RTF {chosen['median_rtf']:.4f}, WER {chosen['wer']:.3f}) -> {out_dir / 'chosen.toml'}")
+    _print_bench(args, run, out_dir)
     return 0
 
 
 def cmd_report(args) -> int:
-    from dvm.harness import report
+    from dvm.harness.bench import report
 
     runs = report.find_runs(args.paths)
     fmt = "json" if args.json else args.format
@@ -276,7 +294,9 @@ def cmd_report(args) -> int:
 def cmd_gate(args) -> int:
     import tempfile
 
-    from dvm.harness import bench, gate, probe
+    from dvm.harness.bench import runner as bench
+    from dvm.harness.bench import gate
+    from dvm.harness import probe
 
     if args.update_baseline:
         if not args.results:
@@ -338,18 +358,15 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature-fallback", action="store_true", help="retry at higher temperatures when decoding fails")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dvm", description="Measure local speech-to-text on this machine, then serve the best configuration.")
-    parser.add_argument("--version", action="version", version=f"dvm {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
+def _add_probe(commands) -> None:
     p = commands.add_parser("probe", help="hardware profile: CPU SIMD, BLAS, CUDA, Vulkan, ROCm, Metal, engines", description="Report what this machine has and what each speech engine can use, with a reason for every 'no'.")
     p.add_argument("--json", action="store_true", help="stable JSON instead of the panel")
     p.add_argument("--no-engines", action="store_true", help="skip the engines' inference checks (fast)")
     p.add_argument("--no-cache", action="store_true", help="re-run the engines' inference checks instead of using the cache")
     p.set_defaults(func=cmd_probe)
 
+
+def _add_models(commands) -> None:
     m = commands.add_parser("models", help="list, import, fetch and locate models", description="Manage models under DVM_HOME.")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION")
     msub.required = True
@@ -376,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default="f16", choices=["f16", "q8_0", "f32"])
     p.set_defaults(func=cmd_models_path)
 
+
+def _add_transcribe(commands) -> None:
     p = commands.add_parser("transcribe", help="transcribe an audio file", description="Decode any common audio file, resample to 16 kHz mono and transcribe it.")
     p.add_argument("audio", type=Path, metavar="AUDIO")
     p.add_argument("--config", help="a chosen.toml written by `dvm bench` (overrides the engine options)")
@@ -383,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON with segments, timings and RTF")
     p.set_defaults(func=cmd_transcribe)
 
+
+def _add_bench(commands) -> None:
     p = commands.add_parser("bench", help="run the RTF x WER matrix and choose a configuration",
                             description="Measure engines x models x quantisations x threads x beams x context policies on "
                                         "reference clips, each cell in a fresh process; write results.json, table.md, table.csv, "
@@ -407,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_gate(commands) -> None:
     p = commands.add_parser("gate", help="compare a run with a committed baseline: exit 0 ok, 1 regression, 2 unusable",
                             description="Regression gate on RTF (min of repeats, normalised by a same-run calibration kernel) "
                                         "and WER/hallucination (deterministic greedy decoding). Without RESULTS_DIR the quick matrix runs now.")
@@ -418,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gate)
 
+
+def _add_serve(commands) -> None:
     p = commands.add_parser("serve", help="the MCP server: Discord voice in, transcripts out",
                             description="Run the MCP server (stdio by default). --auto-config uses the configuration `dvm bench` chose "
                                         "for this platform (running the quick bench first if there is none). Environment variables of "
@@ -432,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Host header value clients use to reach a non-loopback --host (repeatable; needed with --host 0.0.0.0)")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_report(commands) -> None:
     p = commands.add_parser("report", help="tables from one or many result directories (merges machines)",
                             description="Merge results.json files (run directories, or folders holding them) into one table.")
     p.add_argument("paths", nargs="+", metavar="RESULTS_DIR")
@@ -439,6 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also write the RTF x WER plot to this PNG")
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dvm", description="Measure local speech-to-text on this machine, then serve the best configuration.")
+    parser.add_argument("--version", action="version", version=f"dvm {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    _add_probe(commands)
+    _add_models(commands)
+    _add_transcribe(commands)
+    _add_bench(commands)
+    _add_gate(commands)
+    _add_serve(commands)
+    _add_report(commands)
     return parser
 
 
@@ -448,8 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DvmError as exc:
-        print(f"dvm: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return report_error(exc)
     except KeyboardInterrupt:
         print("dvm: interrupted", file=sys.stderr)
         return 130

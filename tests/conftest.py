@@ -30,8 +30,8 @@ def jfk_path() -> Path:
     committed = FIXTURES / "en-jfk.wav"
     if committed.exists():
         return committed
-    from dvm.harness import sdist
-    from dvm.harness.errors import DvmError
+    from dvm.harness.variants import sdist
+    from dvm.errors import DvmError
 
     try:
         return sdist.jfk_wav()

@@ -210,7 +210,7 @@ def test_default_command_is_serve_auto_config(dockerfile):
 
 
 def test_whisper_variant_built_with_project_command(dockerfile):
-    from dvm.harness.variants import FLAGS
+    from dvm.harness.variants.registry import FLAGS
 
     _, stages = dockerfile
     whisper = stages["whisper"]
@@ -227,33 +227,86 @@ def test_whisper_variant_built_with_project_command(dockerfile):
     assert f"--from=whisper {variants_dir} {variants_dir}" in [c.args for c in stages["final"].all("COPY")]
 
 
-def _dvm_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    return {n for n in names if n == "dvm" or n.startswith("dvm.")}
+def _module_file(module: str) -> Path | None:
+    """The source file of a dvm module (a package's __init__.py), or None if it is not a module."""
+    path = ROOT.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _dvm_imports(path: Path, module: str) -> set[str]:
+    """The dvm modules ``path`` (module ``module``) imports, at any depth of its code: ``import dvm.x``,
+    ``from dvm.x import name`` (and ``dvm.x.name`` when that is a submodule), relative imports too."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parent + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names if _module_file(f"{base}.{alias.name}")}
+    return {name for name in found if name == "dvm" or name.startswith("dvm.")}
+
+
+def import_closure(*entry_points: str) -> set[str]:
+    """Repository paths of every file the entry modules import, directly or not, with their packages' __init__.py."""
+    needed, todo, seen = set(), list(entry_points), set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        for i in range(1, len(parts)):
+            todo.append(".".join(parts[:i]))  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+        path = _module_file(module)
+        assert path is not None, f"{module} is imported but has no source file"
+        needed.add(path.relative_to(ROOT).as_posix())
+        todo.extend(_dvm_imports(path, module))
+    return needed
+
+
+def test_import_closure_sees_every_import_form():
+    closure = import_closure("dvm.harness.variants.bindings")
+    # `from dvm.harness.variants import sdist, vulkan_patch` names modules through their package
+    assert {"dvm/harness/variants/sdist.py", "dvm/harness/variants/vulkan_patch.py"} <= closure
+    assert {"dvm/__init__.py", "dvm/harness/__init__.py", "dvm/harness/variants/__init__.py", "dvm/errors.py"} <= closure
 
 
 def test_variant_stage_copies_what_the_command_imports(dockerfile):
-    """The whisper stage copies only variants.py and its dvm imports (to keep the CUDA build cached)."""
+    """The whisper stage copies only what `python -m dvm.harness.variants` imports (to keep the CUDA build
+    cached), each file into its own folder."""
     _, stages = dockerfile
     copied = set()
     for c in stages["whisper"].all("COPY"):
-        copied |= set(c.args.split()[:-1])
-    needed, todo = set(), ["dvm.harness.variants"]
-    while todo:
-        module = todo.pop()
-        parts = module.split(".")
-        for i in range(1, len(parts)):
-            needed.add("/".join(parts[:i]) + "/__init__.py")
-        path = ROOT / ("/".join(parts) + ".py")
-        if not path.exists():
-            path = ROOT / "/".join(parts) / "__init__.py"
-        rel = path.relative_to(ROOT).as_posix()
-        if rel not in needed:
-            needed.add(rel)
-            todo.extend(_dvm_imports(path))
+        *sources, dest = c.args.split()
+        for source in sources:
+            assert dest.rstrip("/") == str(Path(source).parent), f"COPY {source} lands in {dest}, not its own folder"
+        copied |= set(sources)
+    needed = import_closure("dvm.harness.variants", "dvm.harness.variants.__main__")
     assert needed <= copied, f"add to the whisper stage's COPY: {sorted(needed - copied)}"
+
+
+def test_one_pywhispercpp_pin():
+    """The sdist dvm builds from (variants/registry.py) is a release pyproject.toml's dependency allows."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from dvm.harness.variants import registry
+
+    assert registry.SDIST == f"{registry.PACKAGE}=={registry.VERSION}"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = [Requirement(d) for d in deps if Requirement(d).name == registry.PACKAGE]
+    assert pins and all(registry.VERSION in p.specifier for p in pins), f"pyproject.toml's {registry.PACKAGE} range excludes {registry.VERSION}"
+    pinned_elsewhere = [p for p in (ROOT / "dvm").rglob("*.py") if f'"{registry.PACKAGE}==' in p.read_text()]
+    assert [p.relative_to(ROOT).as_posix() for p in pinned_elsewhere] == [], "import registry.SDIST instead of repeating the pin"
 
 
 # --- .dockerignore ------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
-"""Decoding any common audio file to 16 kHz mono float32 PCM (PyAV: WAV, FLAC, MP3, OGG/Opus, M4A...)."""
+"""Audio as dvm handles it: 16 kHz mono float32 PCM (:data:`SAMPLE_RATE`, the rate whisper works at).
+Decoding any common audio file to it (PyAV: WAV, FLAC, MP3, OGG/Opus, M4A...) and writing it as a
+16-bit PCM WAV (a file, or bytes for an upload)."""
 
 from __future__ import annotations
 
+import io
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # the one sample rate of the harness (engines, clips, mel filters, degradations)
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -59,3 +62,24 @@ def _decode(path: Path, sample_rate: int) -> np.ndarray:
     if pcm.size == 0:
         raise DvmError(f"{path}: contains no audio samples")
     return pcm
+
+
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as little-endian 16-bit integers, clipping what lies outside."""
+    return np.clip(np.round(np.asarray(samples, dtype=np.float64).reshape(-1) * 32767.0), -32768, 32767).astype("<i2")
+
+
+def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """Float samples in [-1, 1] (mono) as the bytes of a 16-bit PCM WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm16(samples).tobytes())
+    return buffer.getvalue()
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write float samples in [-1, 1] (mono) as a 16-bit PCM WAV, clipping what lies outside."""
+    Path(path).write_bytes(wav_bytes(samples, rate))

@@ -36,10 +36,11 @@ import numpy as np
 
 from dvm.harness.clips import DEFAULT_CLIPS_DIR, MANIFEST, SAMPLE_RATE, read_audio, write_wav
 from dvm.harness.degrade import PEAK, add_noise, opus_round_trip, pink_noise
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError, report
+from dvm.harness.variants.registry import SDIST
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-JFK_SDIST = "pywhispercpp==1.5.1"
+JFK_SDIST = SDIST  # the pywhispercpp release dvm builds from (variants/registry.py)
 JFK_MEMBER = "whisper.cpp/samples/jfk.wav"
 
 # tool -> apt package that provides it
@@ -340,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         manifest = build(args.out, args.jfk, log=lambda msg: print(msg, file=sys.stderr))
     except DvmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     print(f"wrote {len(manifest)} clips and {MANIFEST} to {args.out}")
     if args.tier == "all":
         from dvm.harness import realtier

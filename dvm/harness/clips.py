@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
+from dvm.harness.audio import SAMPLE_RATE, pcm16, write_wav
 
 __all__ = ["Clip", "SAMPLE_RATE", "DEFAULT_CLIPS_DIR", "MANIFEST", "TIER_OF_KIND", "REAL_TIERS", "load_clips", "read_audio",
            "write_wav", "write_audio"]
 
-SAMPLE_RATE = 16_000
 MANIFEST = "manifest.json"
 # The committed reference clips (present in a source checkout).
 DEFAULT_CLIPS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
@@ -271,7 +271,7 @@ def write_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) 
         return
     import av
 
-    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32767.0), -32768, 32767).astype("<i2")
+    pcm = pcm16(samples)
     with av.open(str(path), "w", format="flac") as container:
         stream = container.add_stream("flac", rate=rate, layout="mono")
         stream.format = "s16"
@@ -282,13 +282,3 @@ def write_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) 
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-
-
-def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """Write float samples in [-1, 1] (mono) as a 16-bit PCM WAV, clipping what lies outside."""
-    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm.tobytes())

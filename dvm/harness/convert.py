@@ -28,7 +28,8 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from dvm.harness import ct2
-from dvm.harness.errors import DvmError
+from dvm.harness.audio import SAMPLE_RATE
+from dvm.errors import DvmError
 
 GGML_MAGIC = 0x67676D6C
 GGML_QNT_VERSION = 2
@@ -38,7 +39,6 @@ TYPE_F32, TYPE_F16, TYPE_Q8_0 = 0, 1, 8
 FTYPE = {"f32": 0, "f16": 1, "q8_0": 7}
 QK8_0 = 32
 
-SAMPLE_RATE = 16000
 N_FFT = 400
 
 

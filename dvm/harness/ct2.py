@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 # Order of CTranslate2's DataType enum.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}

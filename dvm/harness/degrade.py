@@ -11,9 +11,9 @@ from fractions import Fraction
 import numpy as np
 
 from dvm import libopus
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
+from dvm.harness.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 PEAK = 10 ** (-3 / 20)  # speech is normalised to a -3 dBFS peak
 OPUS_RATE = 48_000
 OPUS_FRAME = 960  # 20 ms at 48 kHz, what Discord sends

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 CHUNK = 1 << 20
 

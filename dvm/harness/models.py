@@ -28,8 +28,8 @@ from typing import Callable
 
 from dvm.harness import convert, ct2
 from dvm.harness.download import download, file_digest
-from dvm.harness.errors import DvmError
-from dvm.harness.paths import models_dir
+from dvm.errors import DvmError
+from dvm.paths import models_dir
 
 DEFAULT_MODEL = "tiny.en"
 DEFAULT_BASE_URL = "https://huggingface.co/ggerganov/whisper.cpp/resolve/main"

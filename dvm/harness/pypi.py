@@ -23,8 +23,8 @@ import urllib.request
 from pathlib import Path
 
 from dvm.harness.download import download, file_digest
-from dvm.harness.errors import DvmError
-from dvm.harness.paths import dvm_home
+from dvm.errors import DvmError
+from dvm.paths import dvm_home
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 _ACCEPT = "application/vnd.pypi.simple.v1+json"

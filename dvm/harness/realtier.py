@@ -39,7 +39,7 @@ import numpy as np
 from dvm.harness import pypi
 from dvm.harness.clips import DEFAULT_CLIPS_DIR, MANIFEST, SAMPLE_RATE, write_audio
 from dvm.harness.degrade import add_noise, opus_round_trip
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError, report
 
 TIER_DIR = DEFAULT_CLIPS_DIR / "real"
 OPUS_BITRATE = 32_000
@@ -299,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         manifest = build(args.out, log=log)
     except DvmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     seconds = sum(e["seconds"] for e in manifest)
     print(f"wrote {len(manifest)} clips ({seconds / 60:.1f} min) and {MANIFEST} to {args.out}")
     return 0

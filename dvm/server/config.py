@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dvm.envvars import number
+from dvm.errors import DvmError
 from dvm.harness.engines import EngineConfig
-from dvm.harness.envvars import number
-from dvm.harness.errors import DvmError
 
 log = logging.getLogger("dvm.server")
 
@@ -53,7 +53,7 @@ class Settings:
 
 
 def from_chosen(path: Path, settings: Settings) -> Settings:
-    from dvm.harness.choose import read_chosen
+    from dvm.harness.bench.choose import read_chosen
 
     data = read_chosen(path)
     settings.engine = EngineConfig.from_dict(data["engine"])

@@ -9,24 +9,26 @@ utterance as soon as it is clearly over.
 - An *interim* is a decode of the speech so far, every ``interim_interval_ms`` once a speaker has
   talked for ``interim_after_ms``; published to the live transcript resource marked as interim,
   never stored, replaced by the final line. Interims run only when no final or speculative decode
-  is waiting, one at a time, and are discarded when their utterance has ended.
+  is waiting, one at a time, on their own worker at the lowest CPU priority, and are discarded when
+  their utterance has ended.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dvm.server.speech import SAMPLE_RATE
+from dvm.server.speech import SAMPLE_RATE, Interim, InterimRequest, Speculation
 from dvm.server.threads import cpu_seconds, lower_this_thread
 from dvm.server.vad import WINDOW
 
 if TYPE_CHECKING:
     from dvm.server.speech import SpeakerState
+
+__all__ = ["Interim", "InterimRequest", "LiveCaptions", "Speculation", "sentence_final"]
 
 log = logging.getLogger("dvm.server.pipeline")
 INTERIM_NICE = 19  # the interim thread's priority: the lowest, so it only uses cycles finals leave
@@ -53,46 +55,6 @@ def sentence_final(text: str) -> bool:
         return False
     last = words[-1].rstrip(".")
     return last not in _ABBREVIATIONS and last not in _TRAILING
-
-
-@dataclass
-class Speculation:
-    """One speculative decode of a speaker's utterance, from its first sample to ``voiced`` windows."""
-
-    key: tuple[str, str]
-    seq: int  # the utterance it belongs to
-    voiced: int  # VAD windows of speech it covers (the utterance's audio up to the last voiced window)
-    pcm: np.ndarray
-    text: str | None = None
-    done: bool = False
-    stale: bool = False  # speech resumed (or the utterance was dropped): the result will not be used
-    utterance: object | None = None  # set when the utterance ended before the decode finished
-
-
-@dataclass
-class InterimRequest:
-    key: tuple[str, str]
-    seq: int
-    pcm: np.ndarray
-    speech_started_wall: float
-
-
-@dataclass
-class Interim:
-    """The latest interim hypothesis of one speaker's utterance in progress."""
-
-    session_id: str
-    speaker_id: str
-    speaker_name: str
-    seq: int
-    start: float
-    text: str
-    at: float
-    interim: bool = field(default=True)
-
-    def as_dict(self) -> dict:
-        return {"session_id": self.session_id, "speaker_id": self.speaker_id, "speaker_name": self.speaker_name,
-                "start": round(self.start, 3), "text": self.text, "interim": True}
 
 
 class LiveCaptions:

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dvm.harness.audio import SAMPLE_RATE
+from dvm.stats import percentile
+
 FRAME_MS = 20
 FRAME_BYTES = 48000 * FRAME_MS // 1000 * 2 * 2  # 48 kHz, stereo, s16
 
@@ -32,7 +35,7 @@ def to_discord_pcm(pcm16k: np.ndarray) -> bytes:
 
     resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
     frame = av.AudioFrame.from_ndarray((np.clip(pcm16k, -1, 1) * 32767).astype("<i2")[None, :], format="s16", layout="mono")
-    frame.sample_rate = 16000
+    frame.sample_rate = SAMPLE_RATE
     chunks = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame) + resampler.resample(None)]
     return np.concatenate(chunks).astype("<i2").tobytes()
 
@@ -123,11 +126,11 @@ def run(n_speakers: int, settings, clips: list, store=None, rounds: int = 1, gap
     return {
         "speakers": n_speakers, "utterances": len(lines), "ok": sum(l.status == "ok" for l in lines),
         "dropped": stats["dropped"], "failed": stats["failed"], "wall_s": wall, "audio_s": audio_s,
-        "latency_p50_s": _pct(latencies, 50), "latency_p95_s": _pct(latencies, 95), "latency_max_s": latencies[-1] if latencies else None,
+        "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95), "latency_max_s": latencies[-1] if latencies else None,
         "silence_timeout_s": settings.silence_timeout_ms / 1000, "workers": stats["workers"], "threads": stats["threads"],
         "engine": f"{settings.engine.engine}/{settings.engine.model}/{settings.engine.quant}/ctx-{settings.engine.audio_ctx}",
         "mode": "live" if settings.live else "fixed", "rounds": rounds, "lent_decodes": stats.get("lent_decodes", 0),
-        "first_interim_p50_s": _pct(firsts, 50), "first_interim_max_s": firsts[-1] if firsts else None,
+        "first_interim_p50_s": percentile(firsts, 50), "first_interim_max_s": firsts[-1] if firsts else None,
         "live": stats["live"],
     }
 
@@ -194,14 +197,6 @@ def _read(clip) -> np.ndarray:
     if clip.id not in _AUDIO_CACHE:
         _AUDIO_CACHE[clip.id] = read_audio(clip)
     return _AUDIO_CACHE[clip.id]
-
-
-def _pct(values, q):
-    if not values:
-        return None
-    k = (len(values) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def main(argv: list[str] | None = None) -> int:

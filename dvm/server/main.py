@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 log = logging.getLogger("dvm.server")
 
@@ -18,8 +18,9 @@ def resolve_config(auto: bool, config_file: str | None, announce=print) -> Path 
         return Path(config_file)
     if not auto:
         return None
-    from dvm.harness import bench, probe
-    from dvm.harness.choose import chosen_path
+    from dvm.harness import probe
+    from dvm.harness.bench import runner as bench
+    from dvm.harness.bench.choose import chosen_path
 
     profile = probe.collect(check_engines=False)
     path = chosen_path(probe.platform_id(profile))
@@ -36,7 +37,8 @@ def resolve_config(auto: bool, config_file: str | None, announce=print) -> Path 
 
 def build(settings, store_path: Path | None = None):
     """Store, pipeline and voice adapter for these settings (nothing started)."""
-    from dvm.harness import engines, variants
+    from dvm.harness import engines
+    from dvm.harness.variants import registry as variants
     from dvm.server.pipeline import Pipeline
     from dvm.server.store import Store
 

@@ -30,10 +30,10 @@ from typing import Callable
 import numpy as np
 
 from dvm.server.config import Settings
-from dvm.server.live import Interim, InterimRequest, LiveCaptions, Speculation
-from dvm.server.speech import SAMPLE_RATE, Line, SpeakerState, Utterance
-from dvm.server.vad import WINDOW
+from dvm.server.live import LiveCaptions
+from dvm.server.speech import SAMPLE_RATE, Interim, InterimRequest, Line, SpeakerState, Speculation, Utterance
 from dvm.server.threads import cpu_seconds
+from dvm.server.vad import WINDOW
 from dvm.server.workers import Workers
 
 log = logging.getLogger("dvm.server.pipeline")
@@ -255,8 +255,7 @@ class Pipeline(LiveCaptions, Workers):
     # ------------------------------------------------------------------ queue and workers
 
     def _enqueue(self, job: Utterance | Speculation) -> None:
-        if isinstance(job, Utterance):
-            job.queued_at = self.clock()
+        job.queued_at = self.clock()
         dropped = None
         with self._cond:
             if len(self._queue) >= self.settings.queue_size:

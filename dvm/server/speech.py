@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dvm.server.vad import SAMPLE_RATE, StreamingVad
+from dvm.harness.audio import SAMPLE_RATE
+from dvm.server.vad import StreamingVad
 
-if TYPE_CHECKING:
-    from dvm.server.live import Speculation
-
-__all__ = ["SAMPLE_RATE", "Line", "Resampler", "SpeakerState", "Utterance"]
+__all__ = ["SAMPLE_RATE", "Interim", "InterimRequest", "Line", "Resampler", "SpeakerState", "Speculation", "Utterance"]
 PREROLL_WINDOWS = 6  # ~190 ms of audio kept before the VAD fires, so first syllables are not cut
 
 
@@ -42,6 +39,47 @@ class Utterance:
     end_wall: float  # monotonic time of the end of speech (latency reference)
     pcm: np.ndarray
     queued_at: float = 0.0
+
+
+@dataclass
+class Speculation:
+    """One speculative decode of a speaker's utterance, from its first sample to ``voiced`` windows."""
+
+    key: tuple[str, str]
+    seq: int  # the utterance it belongs to
+    voiced: int  # VAD windows of speech it covers (the utterance's audio up to the last voiced window)
+    pcm: np.ndarray
+    text: str | None = None
+    done: bool = False
+    stale: bool = False  # speech resumed (or the utterance was dropped): the result will not be used
+    utterance: object | None = None  # set when the utterance ended before the decode finished
+    queued_at: float = 0.0
+
+
+@dataclass
+class InterimRequest:
+    key: tuple[str, str]
+    seq: int
+    pcm: np.ndarray
+    speech_started_wall: float
+
+
+@dataclass
+class Interim:
+    """The latest interim hypothesis of one speaker's utterance in progress."""
+
+    session_id: str
+    speaker_id: str
+    speaker_name: str
+    seq: int
+    start: float
+    text: str
+    at: float
+    interim: bool = field(default=True)
+
+    def as_dict(self) -> dict:
+        return {"session_id": self.session_id, "speaker_id": self.speaker_id, "speaker_name": self.speaker_name,
+                "start": round(self.start, 3), "text": self.text, "interim": True}
 
 
 class Resampler:

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dvm.errors import DvmError
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -74,7 +76,7 @@ END;
 _LINE_COLUMNS = 'id, session_id, speaker_id, speaker_name, start, "end", text, engine, latency_s, status, created_at'
 
 
-class SessionNotFound(KeyError):
+class SessionNotFoundError(DvmError, KeyError):
     """No session with that id. A ``KeyError`` whose ``str()`` is a readable sentence."""
 
     def __init__(self, session_id: str):
@@ -86,7 +88,7 @@ class SessionNotFound(KeyError):
 
 
 def default_path() -> Path:
-    from dvm.harness.paths import dvm_home  # noqa: PLC0415
+    from dvm.paths import dvm_home  # noqa: PLC0415
 
     return dvm_home() / "transcripts.db"
 
@@ -267,7 +269,7 @@ class Store:
                     (v["session_id"], v["speaker_id"], v["speaker_name"], v["start"], v["end"], v["text"],
                      v["engine"], v["latency_s"], v["status"], time.time()))
             except sqlite3.IntegrityError:
-                raise SessionNotFound(v["session_id"]) from None
+                raise SessionNotFoundError(v["session_id"]) from None
             return int(cur.lastrowid)
 
     # ------------------------------------------------------------------ reads
@@ -275,7 +277,7 @@ class Store:
     def _require(self, session_id: str) -> sqlite3.Row:
         rows = self._query("SELECT * FROM sessions WHERE id=?", (session_id,))
         if not rows:
-            raise SessionNotFound(session_id)
+            raise SessionNotFoundError(session_id)
         return rows[0]
 
     def _summaries(self, where: str = "", params: tuple = ()) -> list[dict]:
@@ -317,7 +319,7 @@ class Store:
     def get_session(self, session_id: str) -> dict:
         found = self._summaries("WHERE s.id=?", (session_id,))
         if not found:
-            raise SessionNotFound(session_id)
+            raise SessionNotFoundError(session_id)
         return found[0]
 
     def get_lines(self, session_id: str, since_id: int = 0) -> list[dict]:

@@ -14,7 +14,6 @@ import numpy as np
 
 WINDOW = 512
 CONTEXT = 64
-SAMPLE_RATE = 16000
 
 
 def model_path() -> Path:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from dvm.server.live import Speculation
-from dvm.server.speech import Line, Utterance
+from dvm.server.speech import Line, Speculation, Utterance
 
 log = logging.getLogger("dvm.server.pipeline")
 

@@ -12,7 +12,7 @@ import pytest
 
 from dvm.harness import clipgen
 from dvm.harness.clips import DEFAULT_CLIPS_DIR, Clip, load_clips, read_audio, write_wav
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -384,7 +384,7 @@ def test_generator_reports_missing_tools_on_one_line(monkeypatch, capsys, tmp_pa
     monkeypatch.setattr(clipgen.shutil, "which", lambda name: None)
     assert clipgen.main(["--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: clip generator needs: ") and "\n" not in err
+    assert err.startswith("dvm: error: clip generator needs: ") and "\n" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -397,7 +397,7 @@ def test_synthesis_gives_trimmed_normalised_speech(tmp_path):
 
 
 def test_bench_selects_tiers_and_keeps_quick_runs_timed(tmp_path):
-    from dvm.harness.bench import select_clips
+    from dvm.harness.bench.plan import select_clips
 
     top = _clips_dir(tmp_path, [_entry("tts-a", kind="clean"), _entry("jfk", kind="human"), _entry("quiet", kind="silence", text="")],
                      wavs=("tts-a", "jfk", "quiet"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dvm.harness import convert, ct2, models
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_not_a_model_directory(tmp_path):
 @pytest.mark.slow
 def test_reference_header_from_whisper_cpp_sources(tiny_ggml):
     """whisper.cpp ships weightless reference files of each model: our header and filters match."""
-    from dvm.harness import sdist
+    from dvm.harness.variants import sdist
 
     try:
         reference = sdist.sdist_file("whisper.cpp/models/for-tests-ggml-tiny.en.bin")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dvm.harness import gate
-from dvm.harness.errors import DvmError
+from dvm.harness.bench import gate
+from dvm.errors import DvmError
 
 
 def run(min_rtfs=(0.02, 0.03), wers=(0.0, 0.1), halluc=0.0, calibration=0.01, platform="linux-x86_64-avx512"):

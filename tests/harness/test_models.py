@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dvm.harness import models
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB of known bytes
 

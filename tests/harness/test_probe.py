@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dvm.harness import probe, probe_cpu, probe_engines, probe_gpu
+from dvm.harness import probe
+from dvm.harness.probe import cpu as probe_cpu
+from dvm.harness.probe import engines as probe_engines
+from dvm.harness.probe import host as probe_host
+from dvm.harness.probe import gpu as probe_gpu
+from dvm.harness.probe import vulkan as probe_vulkan
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "probe"
 LINUX = sys.platform.startswith("linux")
@@ -126,7 +131,7 @@ def test_arm64_graviton2_cpuinfo():
     assert cpu["flags"] == {"neon": True, "fp16": True, "dotprod": True, "i8mm": False, "bf16": False,
                             "sve": False, "sve2": False, "sme": False}
     assert "asimddp" in cpu["raw_flags"] and "avx2" not in cpu["flags"]
-    assert probe.platform_id_from("linux", "aarch64", cpu["simd"]) == "linux-aarch64-neon"
+    assert probe_host.platform_id_from("linux", "aarch64", cpu["simd"]) == "linux-aarch64-neon"
 
 
 def test_x86_smt_and_amx_cpuinfo():
@@ -150,7 +155,7 @@ def test_macos_m2_sysctl():
     assert (cpu["performance_cores"], cpu["efficiency_cores"]) == (8, 4)
     assert cpu["flags"] == {"neon": True, "fp16": True, "dotprod": True, "i8mm": True, "bf16": True,
                             "sve": False, "sve2": False, "sme": False}
-    assert probe.platform_id_from("darwin", cpu["arch"], cpu["simd"]) == "darwin-arm64-neon"
+    assert probe_host.platform_id_from("darwin", cpu["arch"], cpu["simd"]) == "darwin-arm64-neon"
 
 
 def test_intel_mac_sysctl():
@@ -255,7 +260,7 @@ def _fake_root(tmp_path, files):
 
 def test_docker_without_gpus(tmp_path, monkeypatch):
     root = _fake_root(tmp_path, {".dockerenv": "", "proc/1/cgroup": "0::/\n"})
-    container = probe.detect_container(root, environ={})
+    container = probe_host.detect_container(root, environ={})
     assert container["detected"] and container["runtime"] == "docker"
     assert container["nvidia_access"] is False and "--gpus all" in container["reason"]
     cuda = probe_gpu.probe_cuda(nvml=_fake_nvml(monkeypatch, [], init_error=12), container=container, os_name="linux")
@@ -264,26 +269,26 @@ def test_docker_without_gpus(tmp_path, monkeypatch):
 
 def test_podman_without_gpus(tmp_path):
     root = _fake_root(tmp_path, {"run/.containerenv": 'engine="podman-4.9.3"\n', "proc/1/cgroup": "0::/\n"})
-    container = probe.detect_container(root, environ={"container": "podman"})
+    container = probe_host.detect_container(root, environ={"container": "podman"})
     assert container["runtime"] == "podman" and "nvidia.com/gpu=all" in container["reason"]
 
 
 def test_kubernetes_cgroup_v1(tmp_path):
     root = _fake_root(tmp_path, {"proc/1/cgroup": "12:memory:/kubepods/burstable/pod1234/abcdef\n"})
-    container = probe.detect_container(root, environ={})
+    container = probe_host.detect_container(root, environ={})
     assert container["detected"] and container["runtime"] == "kubernetes"
 
 
 def test_docker_with_gpus(tmp_path):
     root = _fake_root(tmp_path, {".dockerenv": "", "dev/nvidia0": "", "dev/nvidiactl": "",
                                  "usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1": ""})
-    container = probe.detect_container(root, environ={})
+    container = probe_host.detect_container(root, environ={})
     assert container["nvidia_access"] is True and container["reason"] is None
     assert container["nvidia_devices"] == ["/dev/nvidia0"]
 
 
 def test_bare_metal(tmp_path):
-    container = probe.detect_container(_fake_root(tmp_path, {"proc/1/cgroup": "0::/init.scope\n"}), environ={})
+    container = probe_host.detect_container(_fake_root(tmp_path, {"proc/1/cgroup": "0::/init.scope\n"}), environ={})
     assert not container["detected"] and container["nvidia_access"] is None and container["reason"] is None
 
 
@@ -295,47 +300,47 @@ def _lavapipe_installed():
     return any(any(folder.glob("lvp_icd*.json")) for folder in folders)
 
 
-@pytest.mark.skipif(probe_gpu.find_vulkan_loader() is None or not _lavapipe_installed(),
+@pytest.mark.skipif(probe_vulkan.find_vulkan_loader() is None or not _lavapipe_installed(),
                     reason="needs the Vulkan loader and Mesa lavapipe: apt-get install libvulkan1 mesa-vulkan-drivers")
 def test_vulkan_lists_lavapipe(monkeypatch):
     monkeypatch.delenv("VK_ICD_FILENAMES", raising=False)
     monkeypatch.delenv("VK_DRIVER_FILES", raising=False)
-    vulkan = probe_gpu.probe_vulkan()
+    vulkan = probe_vulkan.probe_vulkan()
     assert vulkan["available"] and vulkan["source"] == "loader"
     lavapipe = [d for d in vulkan["devices"] if "llvmpipe" in d["name"]]
     assert lavapipe and lavapipe[0]["type"] == "cpu" and lavapipe[0]["api_version"].startswith("1.")
-    in_process = probe_gpu.probe_vulkan(isolate=False)
+    in_process = probe_vulkan.probe_vulkan(isolate=False)
     assert [d["name"] for d in in_process["devices"]] == [d["name"] for d in vulkan["devices"]]
 
 
-@pytest.mark.skipif(probe_gpu.find_vulkan_loader() is None,
+@pytest.mark.skipif(probe_vulkan.find_vulkan_loader() is None,
                     reason="needs the Vulkan loader (apt-get install libvulkan1)")
 def test_vulkan_loader_without_driver(tmp_path, monkeypatch):
     empty = tmp_path / "empty_icd.json"
     empty.write_text("")
     monkeypatch.setenv("VK_ICD_FILENAMES", str(empty))
     monkeypatch.setenv("VK_DRIVER_FILES", str(empty))
-    vulkan = probe_gpu.probe_vulkan()
+    vulkan = probe_vulkan.probe_vulkan()
     assert not vulkan["available"] and vulkan["devices"] == []
     assert "no Vulkan driver" in vulkan["reason"] and "VK_ICD_FILENAMES" in vulkan["reason"]
 
 
 def test_vulkan_without_loader():
-    vulkan = probe_gpu.probe_vulkan("linux", find_loader=lambda os_name: None)
+    vulkan = probe_vulkan.probe_vulkan("linux", find_loader=lambda os_name: None)
     assert not vulkan["available"] and "libvulkan.so.1" in vulkan["reason"] and "apt-get install" in vulkan["reason"]
 
 
 def test_vulkaninfo_summary_fallback_parser():
-    devices = probe_gpu.parse_vulkaninfo_summary((DATA / "vulkaninfo-summary-nvidia.txt").read_text())
+    devices = probe_vulkan.parse_vulkaninfo_summary((DATA / "vulkaninfo-summary-nvidia.txt").read_text())
     assert [(d["name"], d["type"], d["vendor"]) for d in devices] == [
         ("NVIDIA GeForce RTX 4090", "discrete", "NVIDIA"), ("llvmpipe (LLVM 15.0.7, 256 bits)", "cpu", "Mesa")]
-    lavapipe = probe_gpu.parse_vulkaninfo_summary((DATA / "vulkaninfo-summary-lavapipe.txt").read_text())
+    lavapipe = probe_vulkan.parse_vulkaninfo_summary((DATA / "vulkaninfo-summary-lavapipe.txt").read_text())
     assert len(lavapipe) == 1 and lavapipe[0]["api_version"] == "1.3.230"
 
 
 def test_vulkan_version_decoding():
-    assert probe_gpu.vk_version((1 << 22) | (3 << 12) | 239) == "1.3.239"
-    assert probe_gpu.vk_driver_version(0x10DE, (550 << 22) | (54 << 14)) == "550.54"
+    assert probe_vulkan.vk_version((1 << 22) | (3 << 12) | 239) == "1.3.239"
+    assert probe_vulkan.vk_driver_version(0x10DE, (550 << 22) | (54 << 14)) == "550.54"
 
 
 # ----------------------------------------------------------------------------- ROCm and Metal

@@ -14,7 +14,7 @@ import pytest
 
 from dvm.harness import degrade, pypi, realtier, scoring
 from dvm.harness.clips import REAL_TIERS, load_clips, read_audio
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 REAL = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "real"
 

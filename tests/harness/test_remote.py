@@ -21,7 +21,7 @@ import pytest
 
 from dvm.harness import engines
 from dvm.harness.engines import EngineConfig, remote
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 SECRET = "sk-test-0123456789-very-secret"
 
@@ -254,7 +254,7 @@ def test_connection_refused_is_retried_then_reported():
     assert engine.counters["retries"] == 2
 
 
-def test_concurrency_limit_and_parallel_figures():
+def test_concurrency_limit():
     remote.set_concurrency_limit(2)
     with FakeServer([(200, b'{"text":"x"}', 0.2)]) as server:
         engine = fast_engine(server.url)
@@ -266,20 +266,16 @@ def test_concurrency_limit_and_parallel_figures():
             t.join()
         # 4 requests of 0.2 s, two at a time: about 0.4 s, never 0.2 s
         assert time.monotonic() - started >= 0.38
-        figures = remote.run_parallel(engine, [tone(1.0)], workers=4, repeats=2)
-    assert remote.concurrency_limit() == 4
-    assert figures["requests"] == 8 and figures["failed"] == 0
-    assert figures["throughput_x_realtime"] > 1.0
-    assert 0.15 < figures["latency_p50_s"] <= figures["latency_p95_s"] < 2
+    assert remote.concurrency_limit() == 2
 
 
 # ---------------------------------------------------------------------------- the real whisper-server
 
 
 def _whisper_server_binary() -> Path | None:
-    from dvm.harness import wcpp_tools
+    from dvm.harness.variants import tools
 
-    return wcpp_tools.find_tool("whisper-server")
+    return tools.find_tool("whisper-server")
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +283,7 @@ def whisper_server():
     binary = _whisper_server_binary()
     if binary is None:
         pytest.skip("whisper-server is not built; build it with `nox -s build-whispercpp -- wheel` "
-                    "(or `python -m dvm.harness.wcpp_tools build wheel`)")
+                    "(or `python -m dvm.harness.bench.anchor build wheel`)")
     from dvm.harness import models
 
     model = models.default_ggml_path()
@@ -329,8 +325,6 @@ def test_real_whisper_server_matches_local_engine(whisper_server, jfk_path):
     assert "ask not what your country can do for you" in result.text
     assert result.audio_seconds == pytest.approx(11.0, abs=0.01)
     assert engine.info()["engine_version"]  # whisper-server's Server header, or the generic name
-    figures = remote.run_parallel(engine, [pcm], workers=2, repeats=1)
-    assert figures["failed"] == 0 and figures["requests"] == 2
 
 
 def test_env_selects_remote_engine(monkeypatch):

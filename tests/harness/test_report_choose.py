@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from dvm.harness import choose, report
-from dvm.harness.errors import DvmError
+from dvm.harness.bench import choose
+from dvm.harness.bench import report
+from dvm.errors import DvmError
 
 
 def record(rtf: float, wer: float | None, clip="c1", seconds=10.0, halluc=None, reference="x"):

@@ -12,7 +12,7 @@ import pytest
 from dvm.harness import engines
 from dvm.harness.audio import load_audio
 from dvm.harness.engines import EngineConfig
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 from tests.conftest import JFK_TEXT
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dvm.harness import vulkan_patch as vp
-from dvm.harness.errors import DvmError
+from dvm.harness.variants import vulkan_patch as vp
+from dvm.errors import DvmError
 
 CPP = (
     '#include "ggml-vulkan.h"\n'
@@ -132,7 +132,7 @@ def test_extract_refuses_two_top_directories(tmp_path):
 
 def test_real_sdist_if_cached(tmp_path):
     """The edits' anchors match the pywhispercpp 1.5.1 sdist when it is already on this machine."""
-    from dvm.harness import sdist
+    from dvm.harness.variants import sdist
 
     archive = sdist.cache_dir() / "sdist" / f"{sdist.PACKAGE}-{sdist.VERSION}.tar.gz"
     if not archive.exists():

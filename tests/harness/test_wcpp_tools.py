@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dvm.harness import wcpp_tools
-from dvm.harness.errors import DvmError
+from dvm.harness.bench import anchor as wcpp_tools
+from dvm.harness.variants import tools
+from dvm.errors import DvmError
 
 # whisper-cli -m ggml-tiny.en.bin -t 2 -ac 0 -bs 1 -l en -nf -ng -f en-jfk.wav (stdout, then the end of stderr)
 CLI_STDOUT = """
@@ -102,17 +103,17 @@ def test_anchor_ratio():
 
 
 def test_tool_flags_and_paths(tmp_path):
-    assert wcpp_tools.tool_flags("native") == ["-DGGML_NATIVE=ON"]
-    wheel = wcpp_tools.tool_flags("wheel")
+    assert tools.tool_flags("native") == ["-DGGML_NATIVE=ON"]
+    wheel = tools.tool_flags("wheel")
     assert "-DGGML_NATIVE=OFF" in wheel and not any("AVX512" in f for f in wheel)
     with pytest.raises(DvmError, match="unknown variant"):
-        wcpp_tools.tool_flags("nope")
-    assert wcpp_tools.tool_path("wheel", "whisper-cli", base=tmp_path) is None
+        tools.tool_flags("nope")
+    assert tools.tool_path("wheel", "whisper-cli", base=tmp_path) is None
     (tmp_path / "wheel" / "bin").mkdir(parents=True)
-    (tmp_path / "wheel" / "bin" / ("whisper-cli" + wcpp_tools.EXE)).write_text("")
-    assert wcpp_tools.tool_path("wheel", "whisper-cli", base=tmp_path) is not None
+    (tmp_path / "wheel" / "bin" / ("whisper-cli" + tools.EXE)).write_text("")
+    assert tools.tool_path("wheel", "whisper-cli", base=tmp_path) is not None
     with pytest.raises(DvmError, match="unknown tool"):
-        wcpp_tools.tool_path("wheel", "whisper-nope")
+        tools.tool_path("wheel", "whisper-nope")
 
 
 # ---------------------------------------------------------------------------- against the built tools
@@ -120,10 +121,10 @@ def test_tool_flags_and_paths(tmp_path):
 
 @pytest.fixture(scope="module")
 def built_variant() -> str:
-    cli = wcpp_tools.find_tool("whisper-cli")
+    cli = tools.find_tool("whisper-cli")
     if cli is None:
         pytest.skip("whisper.cpp's tools are not built; `nox -s build-whispercpp -- wheel` "
-                    "or `python -m dvm.harness.wcpp_tools build wheel`")
+                    "or `python -m dvm.harness.bench.anchor build wheel`")
     return cli.parent.parent.name
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dvm.harness import models
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 from dvm.server import config
 
 from .test_serve_cli import CHOSEN

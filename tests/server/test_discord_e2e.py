@@ -187,7 +187,8 @@ async def test_transcript_end_to_end(case, make_fake, tmp_path):
 @pytest.mark.timeout(240)
 async def test_without_dave_decryption_the_transcript_is_lost(make_fake, tmp_path, monkeypatch):
     """Proof that DAVE is really on: skip our DAVE decrypt step and the same check fails."""
-    monkeypatch.setattr(DiscordVoice, "_dave_session", lambda self: None)  # frames go to Opus still E2EE-encrypted
+    # frames go to Opus still E2EE-encrypted
+    monkeypatch.setattr("dvm.server.voice.discord_client.receive.VoiceReceive.dave_session", lambda self: None)
     fake = make_fake()
     async with served(tmp_path, fake) as (client, voice, pipeline):
         out = await session_through_mcp(client, fake, pipeline, [("alice", "en-jfk")], lines_timeout=10)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dvm.server import exports
-from dvm.server.store import SessionNotFound, Store, fts5_available
+from dvm.server.store import SessionNotFoundError, Store, fts5_available
 
 from dvm.server.pipeline import Line as FakeLine
 
@@ -70,7 +70,7 @@ def test_unknown_session_is_a_clear_key_error(store):
                  lambda: store.end_session("nope"), lambda: store.add_line(line("nope", "x"))):
         with pytest.raises(KeyError) as info:
             call()
-        assert isinstance(info.value, SessionNotFound)
+        assert isinstance(info.value, SessionNotFoundError)
         assert str(info.value).startswith("unknown session: 'nope'")
 
 

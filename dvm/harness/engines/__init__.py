@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 ENGINE_NAMES = ("whispercpp", "faster-whisper", "remote")
 

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-SAMPLE_RATE = 16000
 # whisper's encoder sees 1500 frames per 30 s window: 50 frames per second of audio.
 FRAMES_PER_SECOND = 50
 AUDIO_CTX_MARGIN = 128

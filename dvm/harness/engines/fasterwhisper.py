@@ -7,8 +7,9 @@ import time
 import numpy as np
 
 from dvm.harness import models
-from dvm.harness.engines.base import SAMPLE_RATE, Engine, EngineConfig, Segment, Transcript
-from dvm.harness.errors import DvmError
+from dvm.harness.audio import SAMPLE_RATE
+from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript
+from dvm.errors import DvmError
 
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32", "default", "auto")
 # whisper.cpp-style names accepted for convenience

@@ -20,11 +20,9 @@ Only the standard library is used (``urllib.request``: it honours ``HTTPS_PROXY`
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import random
-import secrets
 import socket
 import ssl
 import threading
@@ -32,134 +30,30 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import wave
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from dvm.harness.engines.base import (
-    SAMPLE_RATE,
-    Engine,
-    EngineConfig,
-    Segment,
-    Transcript,
-    resolve_audio_ctx,
+from dvm.envvars import number
+from dvm.errors import DvmError
+from dvm.harness.audio import SAMPLE_RATE, wav_bytes
+from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript, resolve_audio_ctx
+from dvm.harness.engines.remote_http import (  # noqa: F401 - ENV_URL, endpoint_url ... are this engine's API too
+    DEFAULT_CONCURRENCY,
+    ENDPOINT,
+    ENV_CONCURRENCY,
+    ENV_KEY,
+    ENV_MODEL,
+    ENV_RETRIES,
+    ENV_TIMEOUT,
+    ENV_URL,
+    RemoteSettings,
+    encode_multipart,
+    endpoint_url,
+    redact_url,
 )
-from dvm.harness.envvars import number
-from dvm.harness.errors import DvmError
 
-ENDPOINT = "/v1/audio/transcriptions"
-ENV_URL, ENV_MODEL, ENV_KEY = "DVM_REMOTE_URL", "DVM_REMOTE_MODEL", "DVM_REMOTE_API_KEY"
-ENV_TIMEOUT, ENV_RETRIES, ENV_CONCURRENCY = "DVM_REMOTE_TIMEOUT", "DVM_REMOTE_RETRIES", "DVM_REMOTE_CONCURRENCY"
-DEFAULT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_CONCURRENCY = 60.0, 3, 4
 BACKOFF_BASE_S, BACKOFF_MAX_S = 0.5, 8.0
 AUDIO_FORMAT = "wav/pcm_s16le/16000Hz/mono"
-
-
-# ---------------------------------------------------------------------------- encoding
-
-
-def encode_wav(pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """The clip as a 16 kHz mono 16-bit PCM WAV file.
-
-    Why WAV and not Opus: it is lossless at the rate whisper works at (16 kHz), so the server
-    hears exactly what a local engine would; every OpenAI-compatible server accepts it
-    (whisper-server reads WAV without its optional ffmpeg converter, and some servers reject
-    Opus/Ogg); it costs no encoding time on the client. Its 32 kB per second of audio (352 kB
-    for the 11 s JFK clip) is negligible on a LAN. Opus would cut that ~15x, which only pays
-    off over a slow WAN link, at the price of an encoder on the client and a lossy signal.
-    """
-    samples = np.clip(np.asarray(pcm, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    pcm16 = (samples * 32767.0).round().astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm16.tobytes())
-    return buffer.getvalue()
-
-
-def encode_multipart(fields: dict[str, str], files: list[tuple[str, str, str, bytes]]) -> tuple[bytes, str]:
-    """A ``multipart/form-data`` body (RFC 7578); returns (body, content type with boundary).
-
-    ``files`` holds (field name, file name, content type, data).
-    """
-    boundary = "dvm-" + secrets.token_hex(16)
-
-    def quoted(text: str) -> str:
-        return text.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
-
-    parts: list[bytes] = []
-    for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{quoted(name)}"\r\n\r\n'.encode())
-        parts.append(str(value).encode("utf-8") + b"\r\n")
-    for name, filename, content_type, data in files:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{quoted(name)}"; '
-                     f'filename="{quoted(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'.encode())
-        parts.append(data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-def endpoint_url(base_url: str) -> str:
-    """``http://host:8080`` -> ``http://host:8080/v1/audio/transcriptions`` (``/v1`` or the full path are kept)."""
-    url = base_url.strip().rstrip("/")
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise DvmError(f"remote URL must look like http://host:port, not {redact_url(base_url)!r}")
-    if url.endswith(ENDPOINT):
-        return url
-    if url.endswith("/v1"):
-        return url + ENDPOINT[len("/v1"):]
-    return url + ENDPOINT
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password@ (safe to print); query strings are dropped too."""
-    try:
-        parsed = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    host = parsed.hostname or ""
-    if parsed.port:
-        host = f"{host}:{parsed.port}"
-    return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, "", ""))
-
-
-@dataclass
-class RemoteSettings:
-    url: str  # the full endpoint
-    model: str
-    api_key: str | None = field(default=None, repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-    retries: int = DEFAULT_RETRIES
-    response_format: str = "json"  # or "verbose_json" (segments; whisper-server then also runs language detection)
-    prompt: str | None = None
-
-    @classmethod
-    def resolve(cls, config: EngineConfig, url: str | None = None, model: str | None = None,
-                api_key: str | None = None, timeout: float | None = None, retries: int | None = None,
-                response_format: str | None = None, prompt: str | None = None) -> RemoteSettings:
-        base = url or os.environ.get(ENV_URL, "").strip()
-        if not base:
-            raise DvmError(f"the remote engine needs a server URL: pass --remote-url URL or set {ENV_URL}")
-        fmt = response_format or "json"
-        if fmt not in ("json", "verbose_json"):
-            raise DvmError(f"remote response_format must be json or verbose_json, not {fmt!r}")
-        return cls(
-            url=endpoint_url(base),
-            model=model or os.environ.get(ENV_MODEL, "").strip() or config.model,
-            api_key=api_key if api_key is not None else (os.environ.get(ENV_KEY) or None),
-            timeout=float(timeout if timeout is not None else number(os.environ, ENV_TIMEOUT, float, DEFAULT_TIMEOUT)),
-            retries=int(retries if retries is not None else number(os.environ, ENV_RETRIES, int, DEFAULT_RETRIES)),
-            response_format=fmt,
-            prompt=prompt,
-        )
 
 
 # ---------------------------------------------------------------------------- the per-process limit
@@ -265,8 +159,11 @@ class RemoteEngine(Engine):
         pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
         audio_seconds = pcm.size / SAMPLE_RATE
         started = time.perf_counter()
+        # WAV, not Opus: lossless at whisper's rate, so the server hears what a local engine would; every
+        # OpenAI-compatible server takes it (whisper-server without its ffmpeg converter too); no encoding
+        # time. 32 kB per second of audio is negligible on a LAN; Opus (~15x less) pays off only on a slow WAN.
         body, content_type = encode_multipart(self._fields(audio_seconds, prompt),
-                                              [("file", "audio.wav", "audio/wav", encode_wav(pcm))])
+                                              [("file", "audio.wav", "audio/wav", wav_bytes(pcm))])
         headers = {"Content-Type": content_type, "Accept": "application/json", "User-Agent": "dvm-remote"}
         if s.api_key:
             headers["Authorization"] = f"Bearer {s.api_key}"
@@ -419,51 +316,3 @@ def _describe_oserror(exc) -> str:
     if isinstance(exc, OSError):
         return f"{exc.__class__.__name__}: {exc.strerror or exc}"
     return str(exc)
-
-
-# ---------------------------------------------------------------------------- the concurrency axis
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def run_parallel(engine: RemoteEngine, pcms: list[np.ndarray], workers: int, repeats: int = 1) -> dict:
-    """W requests in flight at once: ``workers`` threads, each sending every clip ``repeats`` times.
-
-    Returns the service's throughput (seconds of audio per wall second) and the latency
-    percentiles a user sizes a pool with; latencies include queueing on the server and the network.
-    Raises the process-wide concurrency limit to ``workers`` if it is lower.
-    """
-    if workers > concurrency_limit():
-        set_concurrency_limit(workers)
-    jobs = [pcm for _ in range(workers * repeats) for pcm in pcms]
-    failures: list[str] = []
-
-    def one(pcm):
-        began = time.perf_counter()
-        try:
-            result = engine.transcribe(pcm)
-        except DvmError as exc:
-            failures.append(str(exc))
-            return None
-        return began, time.perf_counter(), result
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = [r for r in pool.map(one, jobs) if r is not None]
-    wall = time.perf_counter() - started
-    latencies = [end - began for began, end, _ in done]
-    audio = sum(r.audio_seconds for _, _, r in done)
-    return {
-        "workers": workers, "requests": len(jobs), "failed": len(failures), "first_error": failures[0] if failures else None,
-        "audio_seconds": audio, "wall_seconds": wall,
-        "throughput_x_realtime": audio / wall if wall > 0 else None,
-        "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
-        "latency_max_s": max(latencies) if latencies else None,
-    }

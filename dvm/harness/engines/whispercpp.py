@@ -9,10 +9,11 @@ import time
 import numpy as np
 
 from dvm.harness import models
-from dvm.harness.engines.base import SAMPLE_RATE, Engine, EngineConfig, Segment, Transcript, resolve_audio_ctx
-from dvm.harness.errors import DvmError
+from dvm.harness.audio import SAMPLE_RATE
+from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript, resolve_audio_ctx
+from dvm.errors import DvmError
+from dvm.harness.wcpp_text import build_features, timings_ms
 
-_TIMING = re.compile(r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms")
 _LOG_LOCK = threading.Lock()
 
 
@@ -26,18 +27,6 @@ def _bindings():
 
 def system_info() -> str:
     return _bindings().whisper_print_system_info().strip()
-
-
-def build_features(info: str | None = None) -> dict[str, str]:
-    """Parse whisper.cpp's system-info line ('CPU : SSE3 = 1 | AVX2 = 1 | ...') into {feature: value}."""
-    info = info if info is not None else system_info()
-    features = {}
-    for key, value in re.findall(r"([A-Z0-9_]+) = (\S+)", info):
-        features[key] = value
-    for backend in re.findall(r"\b([A-Za-z]+) : ", info):
-        if backend not in ("WHISPER", "CPU"):
-            features.setdefault(backend.upper(), "1")
-    return features
 
 
 def _capture_logs(fn):
@@ -125,7 +114,7 @@ class WhisperCppEngine(Engine):
     def timings(self) -> dict[str, float]:
         """whisper.cpp's own split of the last call (mel, encode, decode, batchd, prompt, sample), in seconds."""
         _, log = _capture_logs(lambda: _bindings().whisper_print_timings(self._ctx))
-        return {f"{name}_s": float(ms) / 1000.0 for name, ms in _TIMING.findall(log) if name != "load"}
+        return {f"{name}_s": ms / 1000.0 for name, ms, _ in timings_ms(log) if name != "load"}
 
     def info(self) -> dict:
         pw = _bindings()

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dvm.harness.errors import DvmError
-from dvm.harness.report import load_run
+from dvm.errors import DvmError
+from dvm.harness.bench.report import load_run
 
 DEFAULT_RTF_THRESHOLD = 0.10
 DEFAULT_WER_TOLERANCE = 0.005

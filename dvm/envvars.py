@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 
 def number(env: Mapping[str, str], name: str, kind: type, default):

@@ -30,7 +30,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 MARK = "dvm-vulkan-patch"
 VK_DIR = "ggml/src/ggml-vulkan"

@@ -1,8 +1,8 @@
-"""``dvm probe``: a JSON-serialisable hardware profile of this machine (schema: docs/probe.md).
+"""The host side of ``dvm probe``: OS, container, memory, and :func:`collect`, which puts the whole
+profile together (schema: docs/probe.md), and :func:`platform_id`.
 
-Public API: :func:`collect`, :func:`platform_id`, :func:`render`. The facts come from
-``probe_cpu`` (CPU, BLAS), ``probe_gpu`` (CUDA, Vulkan, ROCm, Metal) and ``probe_engines``
-(whisper.cpp and faster-whisper builds, and whether they really run).
+The other facts come from ``cpu`` (CPU, BLAS), ``gpu`` (CUDA, ROCm, Metal), ``vulkan`` and
+``engines`` (whisper.cpp and faster-whisper builds, and whether they really run).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from dvm.harness import probe_cpu, probe_engines, probe_gpu
-
-if TYPE_CHECKING:
-    from rich.console import Console
+from dvm.harness.probe import cpu as probe_cpu
+from dvm.harness.probe import engines as probe_engines
+from dvm.harness.probe import gpu as probe_gpu
+from dvm.harness.probe import vulkan as probe_vulkan
 
 SCHEMA_VERSION = 1
 CONTAINER_MARKERS = (("docker", "docker"), ("kubepods", "kubernetes"), ("containerd", "containerd"),
@@ -166,7 +165,7 @@ def collect(check_engines: bool = True, use_cache: bool = True) -> dict:
     pid = platform_id_from(host["os"], host["arch"], cpu["simd"])
     accelerators = {
         "cuda": _safe(lambda: probe_gpu.probe_cuda(container=host["container"], os_name=host["os"]), "CUDA"),
-        "vulkan": _safe(lambda: probe_gpu.probe_vulkan(host["os"], container=host["container"]), "Vulkan"),
+        "vulkan": _safe(lambda: probe_vulkan.probe_vulkan(host["os"], container=host["container"]), "Vulkan"),
         "rocm": _safe(lambda: probe_gpu.probe_rocm(host["os"]), "ROCm"),
         "metal": _safe(lambda: probe_gpu.probe_metal(host["os"], host["arch"], cpu_brand=cpu["brand"]), "Metal"),
     }
@@ -185,9 +184,3 @@ def collect(check_engines: bool = True, use_cache: bool = True) -> dict:
     profile["duration_s"] = round(time.perf_counter() - start, 3)
     return profile
 
-
-def render(profile: dict, console: Console) -> None:
-    """Terminal view of a profile: a summary panel and tables for CPU, accelerators and engines."""
-    from dvm.harness.probe_render import render as _render  # noqa: PLC0415
-
-    _render(profile, console)

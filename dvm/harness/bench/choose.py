@@ -15,9 +15,9 @@ import tomllib
 from pathlib import Path
 
 from dvm.harness.engines import EngineConfig
-from dvm.harness.errors import DvmError
-from dvm.harness.paths import dvm_home
-from dvm.harness.report import summarize_cell
+from dvm.errors import DvmError
+from dvm.paths import dvm_home
+from dvm.harness.bench.report import summarize_cell
 
 DEFAULT_WER_BUDGET = 0.02
 DEFAULT_LATENCY_BUDGET_S = 2.0

@@ -1,14 +1,9 @@
-"""whisper.cpp's own programs beside dvm: ``whisper-cli``, ``whisper-bench`` and ``whisper-server``
-built from the same pywhispercpp sdist and CMake flags as a variant, and the *anchor*: the same
-clip, model, threads and settings through ``whisper-cli``, so a report can show dvm / whisper-cli.
+"""The *anchor*: the same clip, model, threads and settings as a dvm cell through whisper.cpp's own
+``whisper-cli`` (built by variants/tools.py), so a report can show dvm / whisper-cli.
 
-    python -m dvm.harness.wcpp_tools build wheel [native ...]      # -> <variants dir>/<variant>/bin/
-    python -m dvm.harness.wcpp_tools list
-    python -m dvm.harness.wcpp_tools anchor --variant wheel --model tiny.en --clip fixtures/audio/en-jfk.wav --dvm
-
-The tools are linked statically (``BUILD_SHARED_LIBS=OFF``), so a variant's ``bin/`` folder works
-on its own. ``wheel`` means the flags the PyPI wheel reports (AVX/AVX2/FMA/F16C/BMI2 + OpenMP on
-x86-64, no AVX-512; a generic build elsewhere).
+    python -m dvm.harness.bench.anchor build wheel [native ...]      # -> <variants dir>/<variant>/bin/
+    python -m dvm.harness.bench.anchor list
+    python -m dvm.harness.bench.anchor anchor --variant wheel --model tiny.en --clip fixtures/audio/en-jfk.wav --dvm
 
 How the anchor measures warm runs: whisper-cli loads the model once and can take several ``-f``
 files; its timing counters add up over them. One process with 1 file and one with 1 + R files
@@ -22,149 +17,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
+import tempfile
 import time
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 
-from dvm.harness import sdist
-from dvm.harness.errors import DvmError
-from dvm.harness.variants import FLAGS, NEEDS, WHEEL, variants_dir
-
-TOOLS = ("whisper-cli", "whisper-bench", "whisper-server")
-EXE = ".exe" if os.name == "nt" else ""
-_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-
-
-def tool_flags(variant: str) -> list[str]:
-    """The CMake flags of a variant; for the PyPI wheel, the feature set its system info reports."""
-    if variant == WHEEL:
-        return list(FLAGS["avx2"]) if _X86 else ["-DGGML_NATIVE=OFF"]
-    if variant not in FLAGS:
-        raise DvmError(f"unknown variant {variant!r}; choose wheel or one of {', '.join(FLAGS)}")
-    return list(FLAGS[variant])
-
-
-def tools_dir(variant: str, base: Path | None = None) -> Path:
-    return (base or variants_dir()) / variant / "bin"
-
-
-def tool_path(variant: str, name: str, base: Path | None = None) -> Path | None:
-    """The built binary ``name`` (whisper-cli, whisper-bench, whisper-server) of ``variant``, or None."""
-    if name not in TOOLS:
-        raise DvmError(f"unknown tool {name!r}; one of {', '.join(TOOLS)}")
-    path = tools_dir(variant, base) / (name + EXE)
-    return path if path.is_file() else None
-
-
-def installed_tools(base: Path | None = None) -> dict[str, dict]:
-    out = {}
-    for meta in sorted((base or variants_dir()).glob("*/bin/tools.json")):
-        try:
-            out[meta.parent.parent.name] = json.loads(meta.read_text())
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def find_tool(name: str, variant: str | None = None) -> Path | None:
-    """A built tool: in this DVM_HOME's variants, else the user's default one (tests run in their own DVM_HOME).
-
-    Without ``variant``, the wheel-equivalent build is preferred, then any other.
-    """
-    import platformdirs
-
-    bases = [variants_dir(), Path(platformdirs.user_data_dir("dvm", appauthor=False)) / "variants"]
-    for base in dict.fromkeys(bases):
-        names = [variant] if variant else [WHEEL] + sorted(installed_tools(base))
-        for candidate in names:
-            path = tool_path(candidate, name, base)
-            if path:
-                return path
-    return None
-
-
-# ---------------------------------------------------------------------------- building
-
-
-def source_tree() -> Path:
-    """whisper.cpp's tree from the pywhispercpp sdist, extracted once into the cache."""
-    root = sdist.cache_dir() / "wcpp-src" / sdist.VERSION
-    tree = root / "whisper.cpp"
-    if (root / ".complete").exists():
-        return tree
-    archive = sdist.sdist_archive()
-    prefix = f"{sdist.PACKAGE}-{sdist.VERSION}/"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        members = []
-        for member in tar.getmembers():
-            if not member.name.startswith(prefix + "whisper.cpp/") or not (member.isfile() or member.isdir()):
-                continue
-            member.name = member.name[len(prefix):]
-            members.append(member)
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(root, members=members, **kwargs)
-    (root / ".complete").write_text(sdist.VERSION)
-    return tree
-
-
-def _cmake() -> str:
-    found = shutil.which("cmake")
-    if found:
-        return found
-    raise DvmError("building whisper.cpp's tools needs CMake (pip install cmake, or the system package) and a C++ compiler")
-
-
-def build_tools(variant: str, jobs: int | None = None, extra_flags: list[str] | None = None, keep_build: bool = False) -> Path:
-    """Build whisper-cli, whisper-bench and whisper-server for ``variant`` into ``<variants dir>/<variant>/bin``."""
-    flags = tool_flags(variant) + (extra_flags or [])
-    source = source_tree()
-    build = sdist.cache_dir() / "wcpp-build" / variant
-    cmake = _cmake()
-    configure = [cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
-                 "-DWHISPER_BUILD_EXAMPLES=ON", "-DWHISPER_BUILD_SERVER=ON", "-DWHISPER_BUILD_TESTS=OFF",
-                 "-DWHISPER_SDL2=OFF", "-DWHISPER_CURL=OFF", *flags]
-    if shutil.which("ninja") and not (build / "CMakeCache.txt").exists():
-        configure[1:1] = ["-G", "Ninja"]
-    compile_ = [cmake, "--build", str(build), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
-                "--target", *TOOLS]
-    started = time.time()
-    print(f"building whisper.cpp tools for {variant}: {' '.join(flags)}", flush=True)
-    for step in (configure, compile_):
-        result = subprocess.run(step, check=False)
-        if result.returncode != 0:
-            hint = f"; it needs {NEEDS[variant]}" if variant in NEEDS else ""
-            raise DvmError(f"building whisper.cpp tools for {variant} failed ({Path(step[0]).name} exit {result.returncode}){hint}")
-    target = tools_dir(variant)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in TOOLS:
-        found = [p for p in build.rglob(name + EXE) if p.is_file() and os.access(p, os.X_OK)]
-        if not found:
-            raise DvmError(f"the build finished but {name}{EXE} is not under {build}")
-        partial = target / (name + EXE + ".partial")
-        shutil.copy2(found[0], partial)
-        os.replace(partial, target / (name + EXE))
-    meta = {"variant": variant, "flags": flags, "sdist": f"{sdist.PACKAGE}=={sdist.VERSION}", "tools": list(TOOLS),
-            "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_seconds": round(time.time() - started, 1),
-            "static": True}
-    (target / "tools.json").write_text(json.dumps(meta, indent=2))
-    if not keep_build:
-        shutil.rmtree(build, ignore_errors=True)
-    print(f"whisper.cpp tools for {variant} ready in {target} ({meta['build_seconds']} s)", flush=True)
-    return target
-
+from dvm.errors import DvmError, report
+from dvm.harness import models
+from dvm.harness.bench.cellrun import run_cell
+from dvm.harness.bench.load import LoadMonitor
+from dvm.harness.bench.plan import Cell
+from dvm.harness.engines import EngineConfig
+from dvm.harness.engines.base import resolve_audio_ctx
+from dvm.harness.procout import last_line
+from dvm.harness.variants.registry import FLAGS, WHEEL
+from dvm.harness.variants.tools import build_tools, find_tool, installed_tools, tool_path
+from dvm.harness.wcpp_text import timings_ms
 
 # ---------------------------------------------------------------------------- parsing their output
 
-_TIMING = re.compile(r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms(?:\s*/\s*(\d+) runs)?")
 _FALLBACKS = re.compile(r"whisper_print_timings:\s+fallbacks =\s+(\d+) p /\s+(\d+) h")
 _SEGMENT = re.compile(r"^\[(\d\d:\d\d:\d\d\.\d+) --> (\d\d:\d\d:\d\d\.\d+)\]\s?(.*)$")
 _SYSINFO = re.compile(r"system_info: n_threads = (\d+) / (\d+) \| (.*)")
@@ -174,10 +49,10 @@ PHASES = ("mel", "sample", "encode", "decode", "batchd", "prompt")
 def parse_timings(text: str) -> dict:
     """whisper.cpp's ``whisper_print_timings`` block -> {load_ms, mel_ms, encode_ms, ..., total_ms, <phase>_runs}."""
     out: dict = {}
-    for name, ms, runs in _TIMING.findall(text):
-        out[f"{name}_ms"] = float(ms)
+    for name, ms, runs in timings_ms(text):
+        out[f"{name}_ms"] = ms
         if runs:
-            out[f"{name}_runs"] = int(runs)
+            out[f"{name}_runs"] = runs
     fallbacks = _FALLBACKS.search(text)
     if fallbacks:
         out["fallbacks"] = int(fallbacks.group(1)) + int(fallbacks.group(2))
@@ -243,8 +118,7 @@ def _run(command: list[str], env: dict | None, timeout: float) -> tuple[str, str
         raise DvmError(f"{Path(command[0]).name} took longer than {timeout:g} s") from None
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
-        raise DvmError(f"{Path(command[0]).name} failed: {tail}")
+        raise DvmError(f"{Path(command[0]).name} failed: {last_line(result.stderr, f'exit code {result.returncode}')}")
     return result.stdout, result.stderr, wall
 
 
@@ -256,11 +130,9 @@ def anchor(variant: str, model_path: Path, clip_path: Path, threads: int, audio_
     ``audio_ctx`` is encoder frames (0 = full window) or a dvm policy ("full", "fit").
     ``trials`` pairs of processes (1 file, 1 + ``repeats`` files); medians over the pairs.
     """
-    from dvm.harness.engines.base import resolve_audio_ctx
-
     binary = tool_path(variant, "whisper-cli") or find_tool("whisper-cli", variant)
     if binary is None:
-        raise DvmError(f"whisper-cli for {variant} is not built; run `python -m dvm.harness.wcpp_tools build {variant}`")
+        raise DvmError(f"whisper-cli for {variant} is not built; run `python -m dvm.harness.bench.anchor build {variant}`")
     clip_path, model_path = Path(clip_path), Path(model_path)
     seconds = _clip_seconds(clip_path)
     ctx = resolve_audio_ctx(str(audio_ctx), seconds)
@@ -303,12 +175,10 @@ def anchor(variant: str, model_path: Path, clip_path: Path, threads: int, audio_
 def _load_monitor():
     """How busy the machine was with other work meanwhile (Linux only; None elsewhere)."""
     try:
-        from dvm.harness.matrix import LoadMonitor
-
         monitor = LoadMonitor()
         monitor.start()
         return monitor
-    except (ImportError, OSError, AttributeError):
+    except (OSError, AttributeError):
         return None
 
 
@@ -316,7 +186,7 @@ def bench(variant: str, model_path: Path, threads: int, gpu: bool = False, env: 
     """whisper-bench's figures for the model (a full 30 s encoder window, 256 decoded tokens)."""
     binary = tool_path(variant, "whisper-bench") or find_tool("whisper-bench", variant)
     if binary is None:
-        raise DvmError(f"whisper-bench for {variant} is not built; run `python -m dvm.harness.wcpp_tools build {variant}`")
+        raise DvmError(f"whisper-bench for {variant} is not built; run `python -m dvm.harness.bench.anchor build {variant}`")
     command = [str(binary), "-m", str(model_path), "-t", str(threads)] + ([] if gpu else ["-ng"])
     _, err, wall = _run(command, env, timeout)
     figures = parse_bench(err)
@@ -350,13 +220,6 @@ def compare(variant: str, model: str, clip_path: Path, threads: int = 2, audio_c
 
     Best-of-rounds on each side: on a shared machine the quietest round is the fairest one.
     """
-    import tempfile
-    from types import SimpleNamespace
-
-    from dvm.harness import models
-    from dvm.harness.engines import EngineConfig
-    from dvm.harness.matrix import Cell, run_cell
-
     model_path = models.ensure_ggml(model, quant)
     clip = SimpleNamespace(id=Path(clip_path).stem, path=Path(clip_path), language="en", text=None, kind="anchor")
     cell = Cell(EngineConfig("whispercpp", model, quant, threads, 1, audio_ctx, "en"), variant)
@@ -382,7 +245,7 @@ def compare(variant: str, model: str, clip_path: Path, threads: int = 2, audio_c
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dvm.harness.wcpp_tools", description="whisper.cpp's own tools beside dvm.")
+    parser = argparse.ArgumentParser(prog="python -m dvm.harness.bench.anchor", description="whisper.cpp's own tools beside dvm.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build whisper-cli, whisper-bench, whisper-server for variants")
     b.add_argument("names", nargs="+", choices=[WHEEL, *sorted(FLAGS)])
@@ -407,8 +270,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "list":
             print(json.dumps(installed_tools(), indent=2))
         else:
-            from dvm.harness import models
-
             if args.dvm:
                 out = compare(args.variant, args.model, args.clip, args.threads, args.audio_ctx, args.quant, args.repeats, args.rounds)
             else:
@@ -418,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 out["whisper_bench"] = bench(args.variant, models.ensure_ggml(args.model, args.quant), args.threads)
             print(json.dumps(out, indent=2))
     except DvmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dvm.harness import scoring
 from dvm.harness.clips import REAL_TIERS, TIER_OF_KIND, TIER_ORDER
-from dvm.harness.errors import DvmError
+from dvm.errors import DvmError
 
 SCHEMA = 1
 

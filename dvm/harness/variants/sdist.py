@@ -15,10 +15,9 @@ from pathlib import Path
 
 import platformdirs
 
-from dvm.harness.errors import DvmError
-
-PACKAGE = "pywhispercpp"
-VERSION = "1.5.1"
+from dvm.errors import DvmError
+from dvm.harness.procout import last_line
+from dvm.harness.variants.registry import PACKAGE, VERSION
 
 
 def cache_dir() -> Path:
@@ -41,8 +40,7 @@ def sdist_archive(version: str = VERSION) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         found = list(Path(tmp).glob(f"{PACKAGE}-{version}.tar.gz"))
         if result.returncode != 0 or not found:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DvmError(f"could not download the {PACKAGE} {version} source distribution with pip: {last}")
+            raise DvmError(f"could not download the {PACKAGE} {version} source distribution with pip: {last_line(result.stderr)}")
         os.replace(found[0], archive)
     return archive
 

@@ -3,7 +3,7 @@
 "Usable" is proven by a tiny inference (1.5 s of a quiet tone) in a child process, so a driver
 crash cannot take the probe down; results are cached per (platform id, engine, engine version,
 device) in ``dvm_home()/cache/probe-engines.json``. Run as a module to do one check:
-``python -m dvm.harness.probe_engines ENGINE DEVICE MODEL [GPU_INDEX]`` prints one JSON line.
+``python -m dvm.harness.probe.engine_check ENGINE DEVICE MODEL [GPU_INDEX]`` (engine_check.py) prints one JSON line.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dvm.harness.procout import last_line
+from dvm.harness.wcpp_text import parse_system_info
 
 CACHE_SCHEMA = 1
 CHECK_TIMEOUT_S = 300
@@ -58,20 +60,6 @@ def device_entry(status: str, reason: str | None = None, **extra: Any) -> dict:
 
 
 # ----------------------------------------------------------------------------- whisper.cpp (pywhispercpp)
-
-
-def parse_system_info(text: str) -> dict[str, dict[str, str]]:
-    """``WHISPER : COREML = 0 | CPU : SSE3 = 1 | ...`` -> {"WHISPER": {"COREML": "0"}, "CPU": {"SSE3": "1"}}."""
-    sections: dict[str, dict[str, str]] = {}
-    current = ""
-    for part in text.split("|"):
-        if " : " in part:
-            current, _, part = (s.strip() for s in part.partition(" : "))
-            sections.setdefault(current, {})
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            sections.setdefault(current, {})[key.strip()] = value.strip()
-    return sections
 
 
 def _loaded_libraries() -> list[str]:
@@ -206,72 +194,22 @@ def fasterwhisper_info() -> dict:
     return info
 
 
-# ----------------------------------------------------------------------------- the check itself (child side)
-
-
-def _test_audio():
-    import numpy as np  # noqa: PLC0415
-
-    t = np.arange(int(16000 * 1.5), dtype=np.float32) / 16000
-    return (0.05 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-
-
-def run_inference(engine: str, device: str, model: str, gpu_index: int = 0) -> dict:
-    """Load ``model`` on ``device`` and transcribe the test tone; never raises."""
-    threads = max(1, min(4, os.cpu_count() or 1))
-    start = time.perf_counter()
-    try:
-        if engine == "whispercpp":
-            from pywhispercpp.model import Model  # noqa: PLC0415
-
-            if not Path(model).is_file():  # pywhispercpp would otherwise try to download by name
-                raise FileNotFoundError(model)
-            ctx = {"use_gpu": device != "cpu", "gpu_device": gpu_index}
-            whisper = Model(model, context_params=ctx, redirect_whispercpp_logs_to=False, n_threads=threads,
-                            print_progress=False, print_realtime=False, language="en")
-            text = " ".join(s.text for s in whisper.transcribe(_test_audio())).strip()
-        elif engine == "faster-whisper":
-            from faster_whisper import WhisperModel  # noqa: PLC0415
-
-            if not Path(model).is_dir():  # faster-whisper would otherwise try the Hugging Face hub
-                raise FileNotFoundError(model)
-            compute = "int8" if device == "cpu" else "default"
-            fw = WhisperModel(model, device=device, device_index=gpu_index, compute_type=compute, cpu_threads=threads)
-            segments, _ = fw.transcribe(_test_audio(), beam_size=1, language="en", vad_filter=False)
-            text = " ".join(s.text for s in segments).strip()
-        else:
-            raise ValueError(f"unknown engine {engine!r}")
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
-    return {"ok": True, "error": None, "seconds": round(time.perf_counter() - start, 3), "text": text}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    engine, device, model = args[:3]
-    result = run_inference(engine, device, model, int(args[3]) if len(args) > 3 else 0)
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
 # ----------------------------------------------------------------------------- the check (parent side)
 
 
 def check_in_child(engine: str, device: str, model: str, gpu_index: int = 0, expect_backend: str | None = None,
                    timeout: float = CHECK_TIMEOUT_S) -> dict:
     """Run one check in a child process and turn its outcome into a device entry."""
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "dvm.harness.probe_engines", engine, device, str(model), str(gpu_index)]
+    cmd = [sys.executable, "-m", "dvm.harness.probe.engine_check", engine, device, str(model), str(gpu_index)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
         return device_entry("failed", f"test inference on {device} did not finish in {timeout:.0f} s", model=str(model))
     outcome = next((json.loads(line) for line in reversed(proc.stdout.splitlines()) if line.startswith("{")), None)
     if outcome is None:
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        why = f"test inference crashed (exit {proc.returncode}): {tail[0][:200]}"
+        why = f"test inference crashed (exit {proc.returncode}): {last_line(proc.stderr, limit=200)}"
         return device_entry("failed", why, model=str(model))
     if not outcome["ok"]:
         return device_entry("failed", f"test inference failed: {outcome['error'][:300]}", model=str(model))
@@ -308,7 +246,7 @@ def model_path_for(engine: str) -> tuple[str | None, str | None]:
 
 
 def cache_path() -> Path:
-    from dvm.harness.paths import dvm_home  # noqa: PLC0415
+    from dvm.paths import dvm_home  # noqa: PLC0415
 
     return dvm_home() / "cache" / "probe-engines.json"
 
@@ -426,6 +364,3 @@ def engines_section(platform_id: str, cpu_flags: dict[str, bool], accel: dict, c
         save_cache(cache, cache_file)
     return engines
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,11 +1,17 @@
-"""Rich view of a probe profile (``dvm probe`` on a terminal)."""
+"""Rich view of a probe profile (``dvm probe`` on a terminal).
+
+rich is imported inside the functions: the probe package re-exports :func:`render`, and importing
+the probe (the server, the engine-check child) should not cost rich's import.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 OK, NO, UNKNOWN = "[green]yes[/]", "[red]no[/]", "[yellow]?[/]"
 STATUS_STYLE = {"usable": "green", "failed": "red", "unavailable": "dim", "not-verified": "yellow"}
@@ -16,6 +22,8 @@ def _yes_no(value: bool | None) -> str:
 
 
 def _summary(profile: dict) -> Text:
+    from rich.text import Text  # noqa: PLC0415
+
     host, cpu = profile["host"], profile["cpu"]
     container = host["container"]
     lines = [
@@ -36,6 +44,8 @@ def _summary(profile: dict) -> Text:
 
 
 def _cpu_table(profile: dict) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+
     cpu = profile["cpu"]
     table = Table(title=f"CPU features (from {cpu['source']})", title_justify="left", show_header=False, box=None)
     have = [k for k, v in cpu["flags"].items() if v]
@@ -49,6 +59,8 @@ def _cpu_table(profile: dict) -> Table:
 
 
 def _accelerator_table(profile: dict) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="Accelerators", title_justify="left", expand=True)
     table.add_column("backend")
     table.add_column("available")
@@ -74,6 +86,8 @@ def _accelerator_table(profile: dict) -> Table:
 
 
 def _engine_table(profile: dict) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="Engines (usable = a test transcription ran)", title_justify="left", expand=True)
     for column in ("engine", "device", "status", "details"):
         table.add_column(column, overflow="fold" if column == "details" else None)
@@ -100,6 +114,10 @@ def _engine_table(profile: dict) -> Table:
 
 
 def render(profile: dict, console: Console) -> None:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.text import Text  # noqa: PLC0415
+
     body = Group(_summary(profile), Text(""), _cpu_table(profile), Text(""), _accelerator_table(profile),
                  Text(""), _engine_table(profile))
     title = f"dvm probe  [dim]{profile.get('collected_at', '')}  {profile.get('duration_s') or 0:.1f} s[/]"

@@ -1,6 +1,8 @@
-"""The child side of a matrix cell: one fresh process loads one engine configuration and times it.
+"""One matrix cell in a fresh process. The parent side (:func:`run_cell`, :func:`run_concurrent`)
+writes a job, starts the child and collects its result; the child side (:func:`run`, :func:`main`)
+loads one engine configuration and times it:
 
-    python -m dvm.harness.cellrun JOB.json RESULT.json
+    python -m dvm.harness.bench.cellrun JOB.json RESULT.json
 
 JOB holds the engine config, the clips (id, path, language, reference text), warm-up count,
 repeats, and optionally ``workers`` (engines on threads in this one process, as `dvm serve` runs
@@ -13,9 +15,104 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dvm.harness.bench.load import LoadMonitor
+from dvm.harness.procout import last_line
+from dvm.harness.variants import registry
+from dvm.stats import percentile
+
+if TYPE_CHECKING:
+    from dvm.harness.bench.plan import Cell
+
+# ---------------------------------------------------------------------------- parent side
+
+
+def _clip_jobs(clips: list) -> list[dict]:
+    return [{"id": c.id, "path": str(c.path), "language": c.language, "text": c.text, "kind": c.kind, "tier": c.tier,
+             "timed": c.timed} for c in clips]
+
+
+def _spawn(cell: Cell, job: dict, workdir: Path, tag: str) -> tuple[subprocess.Popen, Path]:
+    job_file, result_file = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
+    job_file.write_text(json.dumps(job))
+    env = registry.subprocess_env(cell.variant) if cell.config.engine == "whispercpp" else dict(os.environ)
+    if cell.workers > 1:
+        # several OpenMP thread teams busy-waiting on shared cores collapse (measured: 0.67 s -> 10-19 s);
+        # passive waiting lets them share, and it is what `dvm serve` sets
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    process = subprocess.Popen([sys.executable, "-m", "dvm.harness.bench.cellrun", str(job_file), str(result_file)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return process, result_file
+
+
+def _collect(process: subprocess.Popen, result_file: Path, cell: Cell) -> dict:
+    _, stderr = process.communicate()
+    if result_file.exists():
+        result = json.loads(result_file.read_text())
+    else:
+        result = {"error": f"cell process died: {last_line(stderr, f'exit code {process.returncode}')}"}
+    result["cell_id"] = cell.id
+    result["variant"] = cell.variant
+    result["workers"] = cell.workers
+    if cell.config.engine == "whispercpp" and cell.variant != "wheel":
+        result["variant_build"] = registry.installed_variants().get(cell.variant)
+    return result
+
+
+def run_cell(cell: Cell, clips: list, warmup: int, repeats: int, workdir: Path) -> dict:
+    monitor = LoadMonitor()
+    monitor.start()
+    process, result_file = _spawn(cell, {"config": cell.config.as_dict(), "clips": _clip_jobs(clips),
+                                         "warmup": warmup, "repeats": repeats}, workdir, "cell")
+    try:
+        result = _collect(process, result_file, cell)
+    except KeyboardInterrupt:
+        process.kill()
+        raise
+    result["machine_load"] = monitor.stop()
+    return result
+
+
+def run_concurrent(cell: Cell, clips: list, workdir: Path, repeats: int = 1) -> dict:
+    """W engines on W threads in one process (as `dvm serve` runs them), each with the cell's
+    threads, transcribe the clips at the same moment: throughput and per-utterance latency."""
+    monitor = LoadMonitor()
+    monitor.start()
+    job = {"config": cell.config.as_dict(), "clips": _clip_jobs(clips), "warmup": 1, "repeats": repeats,
+           "workers": cell.workers}
+    process, result_file = _spawn(cell, job, workdir, "workers")
+    try:
+        result = _collect(process, result_file, cell)
+    except KeyboardInterrupt:
+        process.kill()
+        raise
+    load = monitor.stop()
+    if "error" in result:
+        return {"cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "error": result["error"]}
+    latencies, audio_total, first, last = [], 0.0, float("inf"), 0.0
+    for rec in result["records"]:
+        latencies += rec["wall_seconds"]
+        audio_total += rec["audio_seconds"] * len(rec["wall_seconds"])
+        for began, ended in rec["stamps"]:
+            first, last = min(first, began), max(last, ended)
+    wall = last - first
+    return {
+        "cell_id": cell.id, "workers": cell.workers, "variant": cell.variant, "config": cell.config.as_dict(),
+        "threads_total": cell.workers * cell.config.threads, "mode": "threads in one process",
+        "utterances": len(latencies), "audio_seconds": audio_total, "wall_seconds": wall,
+        "throughput_x_realtime": audio_total / wall if wall > 0 else None,
+        "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
+        "peak_rss_mb": result.get("peak_rss_mb"), "omp_wait_policy": result.get("omp_wait_policy"),
+        "machine_load": load,
+    }
+
+
+# ---------------------------------------------------------------------------- child side
 
 
 def _peak_rss_mb() -> float | None:

@@ -1,21 +1,73 @@
-"""`dvm bench`: plan the matrix for this machine, run it, choose, and write the run directory."""
+"""What `dvm bench` measures: cells (engine configurations), the curated and explicit matrices for
+this machine, the clips, and the plan that puts them together."""
 
 from __future__ import annotations
 
-import datetime as _dt
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from dvm import __version__
-from dvm.harness import choose as chooser
+from dvm.errors import DvmError
 from dvm.harness import clips as clipsmod
-from dvm.harness import models, report, variants
+from dvm.harness import models
+from dvm.harness.bench import choose as chooser
 from dvm.harness.engines import EngineConfig
-from dvm.harness.errors import DvmError
-from dvm.harness.matrix import Cell, Plan, expand, run_cell, run_concurrent
+from dvm.harness.variants import registry as variants
 
+
+GPU_VARIANTS = ("vulkan", "cuda")  # whisper.cpp builds whose cells ask for the GPU backend
+
+
+@dataclass
+class Cell:
+    config: EngineConfig
+    variant: str = "wheel"  # whisper.cpp build: wheel | native | openblas | vulkan | cuda ...
+    workers: int = 1  # >1: concurrency run, W processes x config.threads threads
+
+    def __post_init__(self):
+        if self.config.engine == "whispercpp" and self.variant in GPU_VARIANTS and self.config.device == "cpu":
+            self.config.device = "gpu"  # the build exists to use its GPU backend; the cell reports where it ran
+
+    @property
+    def id(self) -> str:
+        c = self.config
+        engine = f"whispercpp[{self.variant}]" if c.engine == "whispercpp" else c.engine
+        parts = [engine, c.model, c.quant, f"t{c.threads}", f"b{c.beam_size}", f"ctx-{c.audio_ctx}"]
+        if c.temperature_fallback:
+            parts.append("tfb")
+        if c.device != "cpu":
+            parts.append(c.device)
+        if self.workers > 1:
+            parts.append(f"w{self.workers}")
+        return "/".join(parts)
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    clips: list  # dvm.harness.clips.Clip
+    warmup: int = 1
+    repeats: int = 5
+
+
+def expand(engines: list[str], models: list[str], threads: list[int], beams: list[int], contexts: list[str],
+           whispercpp_quants: list[str], fw_quants: list[str], variants: list[str], language: str = "en") -> list[Cell]:
+    """The cross product, with each engine's own quantisation axis (and whisper.cpp's build variants)."""
+    cells = []
+    for engine, model, t, b in itertools.product(engines, models, threads, beams):
+        if engine == "whispercpp":
+            for variant, quant, ctx in itertools.product(variants, whispercpp_quants, contexts):
+                cells.append(Cell(EngineConfig("whispercpp", model, quant, t, b, ctx, language), variant))
+        elif engine == "faster-whisper":
+            for quant in fw_quants:
+                cells.append(Cell(EngineConfig("faster-whisper", model, quant, t, b, "full", language)))
+        elif engine == "remote":  # the server decides weights and build; one cell per context policy
+            for ctx in contexts:
+                cells.append(Cell(EngineConfig("remote", model, "f16", t, b, ctx, language)))
+        else:
+            raise DvmError(f"unknown engine {engine!r}")
+    return cells
 
 
 @dataclass
@@ -33,7 +85,6 @@ class BenchOptions:
     warmup: int = 1
     concurrency: bool = True
     wer_budget: float = chooser.DEFAULT_WER_BUDGET
-    remote_url: str | None = None
     anchor: bool = False  # also time whisper.cpp's own whisper-cli on the same work (where built)
     tiers: list[str] | None = None  # only clips of these tiers (None: all)
 
@@ -148,109 +199,3 @@ def plan(options: BenchOptions, profile: dict | None = None) -> Plan:
             variants.variant_path(cell.variant)  # fails early, with the build command, if a variant is missing
     repeats = options.repeats or (3 if options.quick else 5)
     return Plan(cells=cells, clips=clips, warmup=options.warmup, repeats=repeats)
-
-
-def add_anchors(cells: list[dict], the_plan: Plan) -> None:
-    """For whisper.cpp cells whose build has whisper-cli: the CLI's warm time on one clip, and dvm / CLI."""
-    from dvm.harness import wcpp_tools
-
-    speech = [c for c in the_plan.clips if c.text]
-    clip = next((c for c in speech if c.id == "en-jfk"), speech[0] if speech else None)
-    if clip is None:
-        return
-    for cell in cells:
-        cfg = cell.get("config") or {}
-        if "error" in cell or cfg.get("engine") != "whispercpp" or cfg.get("beam_size", 1) != 1:
-            continue
-        variant = cell.get("variant", "wheel")
-        if wcpp_tools.tool_path(variant, "whisper-cli") is None:
-            cell["anchor"] = {"skipped": f"whisper-cli for {variant} is not built (nox -s build-whispercpp -- {variant})"}
-            continue
-        record = next((r for r in cell["records"] if r["clip_id"] == clip.id), None)
-        try:
-            result = wcpp_tools.anchor(variant, models.ensure_ggml(cfg["model"], cfg["quant"]), clip.path, cfg["threads"],
-                                       cfg["audio_ctx"], repeats=3, trials=2, gpu=cfg.get("device", "cpu") != "cpu")
-        except DvmError as exc:
-            cell["anchor"] = {"error": str(exc)}
-            continue
-        cell["anchor"] = {"clip": clip.id, "cli_warm_s": result["warm_s"], **wcpp_tools.anchor_ratio(record["median_s"], result)}
-
-
-def concurrency_cells(winner: dict, cores: int) -> list[Cell]:
-    """Workers x threads for the winning configuration: within the cores, and one step beyond."""
-    config = EngineConfig.from_dict(winner["config"])
-    shapes = sorted({(w, max(1, cores // w)) for w in (1, 2, 4) if w <= cores} | {(2, max(1, cores // 2) * 2)})
-    cells = []
-    for workers, threads in shapes:
-        cfg = EngineConfig.from_dict({**config.as_dict(), "threads": threads})
-        cells.append(Cell(cfg, winner.get("variant", "wheel"), workers))
-    return cells
-
-
-def run(options: BenchOptions, out_dir: Path, profile: dict,
-        on_cell: Callable[[int, int, Cell, dict], None] | None = None,
-        on_start: Callable[[int], None] | None = None) -> dict:
-    """Run the matrix and write out_dir; Ctrl-C keeps finished cells (then re-raises)."""
-    import tempfile
-
-    the_plan = plan(options, profile)
-    from dvm.harness.probe import platform_id as _platform_id
-
-    platform_id = _platform_id(profile)
-    cores = os.cpu_count() or 2
-    total = len(the_plan.cells) + (len(concurrency_cells({"config": the_plan.cells[0].config.as_dict()}, cores)) if options.concurrency else 0)
-    if on_start:
-        on_start(total)
-    run_data = {
-        "schema": report.SCHEMA, "dvm_version": __version__, "platform_id": platform_id,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "profile": profile,
-        "plan": {"quick": options.quick, "warmup": the_plan.warmup, "repeats": the_plan.repeats,
-                 "clips": [c.id for c in the_plan.clips], "cells": [c.id for c in the_plan.cells]},
-        "cells": [], "concurrency": [], "interrupted": False, "chosen": None,
-    }
-    from dvm.harness.gate import calibration
-
-    calibrations = [calibration()]
-    interrupted = False
-    with tempfile.TemporaryDirectory(prefix="dvm-bench-") as tmp:
-        workdir = Path(tmp)
-        try:
-            for i, cell in enumerate(the_plan.cells, 1):
-                result = run_cell(cell, the_plan.clips, the_plan.warmup, the_plan.repeats, workdir)
-                run_data["cells"].append(result)
-                if on_cell:
-                    on_cell(i, total, cell, result)
-            if options.anchor:
-                add_anchors(run_data["cells"], the_plan)
-            choice = chooser.choose(run_data["cells"], options.wer_budget)
-            if choice and options.concurrency:
-                speech = [c for c in the_plan.clips if c.text and c.timed]
-                for j, cell in enumerate(concurrency_cells(choice["cell"], cores), len(the_plan.cells) + 1):
-                    result = run_concurrent(cell, speech, workdir, repeats=1)
-                    run_data["concurrency"].append(result)
-                    if on_cell:
-                        on_cell(j, total, cell, result)
-        except KeyboardInterrupt:
-            interrupted = True
-    run_data["interrupted"] = interrupted
-    if not interrupted:
-        calibrations.append(calibration())
-    run_data["calibration_s"] = min(calibrations)
-    run_data["calibration_samples_s"] = calibrations
-    choice = chooser.choose(run_data["cells"], options.wer_budget)
-    if choice:
-        serving = chooser.choose_serving(run_data["concurrency"])
-        toml_text = chooser.render_toml(platform_id, choice, serving, str(out_dir))
-        (out_dir).mkdir(parents=True, exist_ok=True)
-        (out_dir / "chosen.toml").write_text(toml_text)
-        if not interrupted:
-            home_copy = chooser.chosen_path(platform_id)
-            home_copy.parent.mkdir(parents=True, exist_ok=True)
-            home_copy.write_text(toml_text)
-        run_data["chosen"] = {"cell": choice["summary"]["cell"], "rule": choice["rule"], "median_rtf": choice["summary"]["median_rtf"],
-                              "wer": choice["summary"]["wer"], "serving": {"workers": serving["workers"], "threads": serving["config"]["threads"]} if serving else None}
-    report.write_outputs(run_data, out_dir)
-    if interrupted:
-        raise KeyboardInterrupt
-    return run_data

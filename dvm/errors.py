@@ -1,0 +1,27 @@
+"""The project's error family and its one error-line format.
+
+Every exception a user can act on (bad input, a missing model, an unknown session, an unsafe bind)
+is a ``DvmError`` subclass; every entry point prints it as ``dvm: error: <message>`` on stderr, with
+no traceback, and exits with ``EXIT_INPUT``."""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_INPUT = 2  # the status of a run stopped by a DvmError (argparse uses 2 for bad arguments too)
+
+
+class DvmError(Exception):
+    """A problem the user can act on; its message is printed as one line, no traceback."""
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line form of ``exc``: newlines folded, so a wrapped message stays one line."""
+    message = " ".join(str(exc).split()) or exc.__class__.__name__
+    return f"dvm: error: {message}"
+
+
+def report(exc: BaseException) -> int:
+    """Print ``exc`` as the error line on stderr; returns the exit status to use."""
+    print(error_line(exc), file=sys.stderr)
+    return EXIT_INPUT
