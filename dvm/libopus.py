@@ -27,7 +27,7 @@ def _candidates() -> list[str]:
     if os.environ.get("DVM_LIBOPUS"):
         found.append(os.environ["DVM_LIBOPUS"])
     try:
-        import av
+        import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
         pkg = Path(av.__file__).resolve().parent
         for pattern in ("av.libs/libopus*", "av.libs/opus*.dll", "av.libs/libopus*.dll"):

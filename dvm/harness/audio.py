@@ -39,7 +39,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _decode(path: Path, sample_rate: int) -> np.ndarray:
-    import av  # imported here: PyAV is heavy and only needed for compressed or resampled input
+    import av  # noqa: PLC0415 - imported here: PyAV is heavy and only needed for compressed or resampled input
 
     chunks: list[np.ndarray] = []
     try:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dvm.errors import DvmError, report
 from dvm.harness.clips import DEFAULT_CLIPS_DIR, MANIFEST, SAMPLE_RATE, read_audio, write_wav
 from dvm.harness.degrade import PEAK, add_noise, opus_round_trip, pink_noise
-from dvm.errors import DvmError, report
 from dvm.harness.variants.registry import SDIST
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -240,6 +240,34 @@ def _entry(spec_id: str, kind: str, language: str, voice: str, text: str | None,
     return entry
 
 
+def _dialogue(spec, tmp: Path, versions: dict, finish: str) -> tuple[dict, np.ndarray]:
+    """One two-voice dialogue clip: its turns synthesised, the pauses between, the turn timings."""
+    parts, turns, t = [_silence(PAD)], [], PAD
+    speakers = {}
+    for i, say in enumerate(spec.says):
+        if say.label() not in speakers:
+            speakers[say.label()] = "AB"[len(speakers)]
+        speaker = speakers[say.label()]
+        voiced = synthesize(say, tmp)
+        start, end = t, t + len(voiced) / SAMPLE_RATE
+        # boundaries rounded outwards to the millisecond, so [end, next start] is pure pause
+        turns.append({"speaker": speaker, "voice": say.label(), "start": math.floor(start * 1000) / 1000,
+                      "end": math.ceil(end * 1000) / 1000, "text": say.text})
+        parts.append(voiced)
+        t = end
+        if i < len(spec.gaps):
+            parts.append(_silence(spec.gaps[i]))
+            t += len(parts[-1]) / SAMPLE_RATE
+    parts.append(_silence(PAD))
+    audio = np.concatenate(parts)
+    voice = " / ".join(f"{s}={label}" for label, s in speakers.items())
+    first = {speakers[say.label()]: say for say in reversed(spec.says)}
+    how = "; ".join(f"{s}: {versions[say.engine]}: {say.how()}" for s, say in sorted(first.items()))
+    source = f"two voices alternating, pauses {', '.join(f'{g} s' for g in spec.gaps)}; {how}; each turn {finish.split(', ', 1)[0]}, peak -3 dBFS"
+    text = " ".join(say.text for say in spec.says)
+    return _entry(spec.id, spec.kind, spec.language, voice, text, source, audio, turns=turns), audio
+
+
 def build(out: Path, jfk: Path | None = None, log=print) -> list[dict]:
     """Write every clip and the manifest into ``out``; return the manifest entries."""
     missing = missing_tools()
@@ -285,30 +313,7 @@ def build(out: Path, jfk: Path | None = None, log=print) -> list[dict]:
 
         for spec in DIALOGUES:
             log(f"synthesising {spec.id}")
-            parts, turns, t = [_silence(PAD)], [], PAD
-            speakers = {}
-            for i, say in enumerate(spec.says):
-                if say.label() not in speakers:
-                    speakers[say.label()] = "AB"[len(speakers)]
-                speaker = speakers[say.label()]
-                voiced = synthesize(say, tmp)
-                start, end = t, t + len(voiced) / SAMPLE_RATE
-                # boundaries rounded outwards to the millisecond, so [end, next start] is pure pause
-                turns.append({"speaker": speaker, "voice": say.label(), "start": math.floor(start * 1000) / 1000,
-                              "end": math.ceil(end * 1000) / 1000, "text": say.text})
-                parts.append(voiced)
-                t = end
-                if i < len(spec.gaps):
-                    parts.append(_silence(spec.gaps[i]))
-                    t += len(parts[-1]) / SAMPLE_RATE
-            parts.append(_silence(PAD))
-            audio = np.concatenate(parts)
-            voice = " / ".join(f"{s}={label}" for label, s in speakers.items())
-            first = {speakers[say.label()]: say for say in reversed(spec.says)}
-            how = "; ".join(f"{s}: {versions[say.engine]}: {say.how()}" for s, say in sorted(first.items()))
-            source = f"two voices alternating, pauses {', '.join(f'{g} s' for g in spec.gaps)}; {how}; each turn {finish.split(', ', 1)[0]}, peak -3 dBFS"
-            text = " ".join(say.text for say in spec.says)
-            entries.append((_entry(spec.id, spec.kind, spec.language, voice, text, source, audio, turns=turns), audio))
+            entries.append(_dialogue(spec, tmp, versions, finish))
 
     for entry, audio in entries:
         if not 5.0 <= entry["seconds"] <= 15.0:

@@ -24,8 +24,8 @@ as ``fixtures/audio/real``) are read after the top level, their files relative t
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,10 +219,10 @@ def _audio_seconds(path: Path, fail) -> float:
 
 def _decoded_seconds(path: Path, fail) -> float:
     """FLAC states its exact length in its header (STREAMINFO); anything else is decoded and counted."""
-    from dvm.harness.audio import load_audio
+    from dvm.harness.audio import load_audio  # noqa: PLC0415 - harness modules load only when serving needs them
 
     if path.suffix.lower() == ".flac":
-        import av
+        import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
         try:
             with av.open(str(path)) as container:
@@ -259,7 +259,7 @@ def _parse_turns(turns: object, seconds: float, fail) -> list[dict] | None:
 
 def read_audio(clip_or_path: Clip | str | Path) -> np.ndarray:
     """Samples as float32 in [-1, 1), 16 kHz mono (see dvm.harness.audio.load_audio)."""
-    from dvm.harness.audio import load_audio
+    from dvm.harness.audio import load_audio  # noqa: PLC0415 - harness modules load only when serving needs them
 
     return load_audio(clip_or_path.path if isinstance(clip_or_path, Clip) else clip_or_path)
 
@@ -269,7 +269,7 @@ def write_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) 
     if Path(path).suffix.lower() != ".flac":
         write_wav(path, samples, rate)
         return
-    import av
+    import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
     pcm = pcm16(samples)
     with av.open(str(path), "w", format="flac") as container:

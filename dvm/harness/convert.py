@@ -27,9 +27,9 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
+from dvm.errors import DvmError
 from dvm.harness import ct2
 from dvm.harness.audio import SAMPLE_RATE
-from dvm.errors import DvmError
 
 GGML_MAGIC = 0x67676D6C
 GGML_QNT_VERSION = 2

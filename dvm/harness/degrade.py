@@ -46,7 +46,7 @@ def add_noise(x: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 
 
 def _resample(samples: np.ndarray, layout_in: str, rate_in: int, layout_out: str, rate_out: int) -> np.ndarray:
-    import av
+    import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="flt", layout=layout_in)
     frame.sample_rate = rate_in
@@ -57,7 +57,7 @@ def _resample(samples: np.ndarray, layout_in: str, rate_in: int, layout_out: str
 
 def opus_packets(x: np.ndarray, bitrate: int, fec: bool) -> tuple[list[bytes], int, int]:
     """16 kHz mono -> 48 kHz stereo -> libopus (VOIP, VBR, 20 ms frames): (packets, pre-skip, 48 kHz length)."""
-    import av
+    import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
     stereo48 = _resample(x.reshape(1, -1), "mono", SAMPLE_RATE, "stereo", OPUS_RATE).reshape(-1, 2)
     total = len(stereo48)
@@ -129,7 +129,7 @@ def _decode(packets: list[bytes], lost: set[int]) -> bytes:
 
 
 def _decode_pyav(packets: list[bytes]) -> bytes:
-    import av
+    import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
     decoder = av.CodecContext.create("libopus", "r")
     decoder.sample_rate, decoder.layout = OPUS_RATE, "stereo"

@@ -15,20 +15,21 @@ public model repository).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.util
 import json
-import contextlib
 import os
-import threading
 import shutil
+import struct
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from dvm.errors import DvmError
 from dvm.harness import convert, ct2
 from dvm.harness.download import download, file_digest
-from dvm.errors import DvmError
 from dvm.paths import models_dir
 
 DEFAULT_MODEL = "tiny.en"
@@ -286,7 +287,7 @@ def _installing():
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".install.lock", "a") as handle:
             try:
-                import fcntl
+                import fcntl  # noqa: PLC0415 - POSIX-only module
 
                 fcntl.flock(handle, fcntl.LOCK_EX)
             except ImportError:  # Windows: the thread lock still serialises this process
@@ -321,7 +322,7 @@ def _install_ggml(name: str, quant: str) -> Path:
 
 def ensure_ct2(name: str = DEFAULT_MODEL) -> Path:
     """Directory of the CTranslate2 model ``name`` (pip-shipped ones are used in place or assembled)."""
-    found = find(name, "ct2", _any_ct2_quant(name))
+    found = find(name, "ct2", any_ct2_quant(name))
     if found:
         return Path(found.path)
     with _installing():
@@ -329,7 +330,7 @@ def ensure_ct2(name: str = DEFAULT_MODEL) -> Path:
 
 
 def _install_ct2(name: str) -> Path:
-    found = find(name, "ct2", _any_ct2_quant(name))
+    found = find(name, "ct2", any_ct2_quant(name))
     if found:
         return Path(found.path)
     if name in PIP_MODELS:
@@ -342,7 +343,7 @@ def _install_ct2(name: str) -> Path:
     raise DvmError(f"no CTranslate2 model {name!r} installed; `dvm models import DIR` registers one")
 
 
-def _any_ct2_quant(name: str) -> str:
+def any_ct2_quant(name: str) -> str:
     for record in _read_index().values():
         if record["name"] == name and record["format"] == "ct2":
             return record["quant"]
@@ -355,7 +356,7 @@ def _pip_label(name: str) -> str:
 
 def model_path(name: str, fmt: str = "ggml", quant: str = "f16") -> Path:
     """Path of an *installed* model (no import on the fly)."""
-    found = find(name, fmt, quant if fmt == "ggml" else _any_ct2_quant(name))
+    found = find(name, fmt, quant if fmt == "ggml" else any_ct2_quant(name))
     if not found:
         raise DvmError(f"model {name!r} ({fmt}{', ' + quant if fmt == 'ggml' else ''}) is not installed")
     return Path(found.path)
@@ -374,8 +375,6 @@ _FTYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 
 
 def register_external(path: Path, name: str | None = None) -> InstalledModel:
     """Register a ggml file the user already has (e.g. WHISPER_MODEL_PATH=/models/ggml-base.bin) in place."""
-    import struct
-
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         ct2.load(path)  # validates

@@ -22,8 +22,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dvm.harness.download import download, file_digest
 from dvm.errors import DvmError
+from dvm.harness.download import download, file_digest
 from dvm.paths import dvm_home
 
 DEFAULT_INDEX = "https://pypi.org/simple"

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dvm.errors import DvmError, report
 from dvm.harness import pypi
 from dvm.harness.clips import DEFAULT_CLIPS_DIR, MANIFEST, SAMPLE_RATE, write_audio
 from dvm.harness.degrade import add_noise, opus_round_trip
-from dvm.errors import DvmError, report
 
 TIER_DIR = DEFAULT_CLIPS_DIR / "real"
 OPUS_BITRATE = 32_000
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not rebuild: transcribe the tier's clips with --model on both engines and print per-clip WER (Markdown)")
     parser.add_argument("--model", default="base", help="model for --check (default: base)")
     args = parser.parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - a one-line logger
+    log = lambda msg: print(msg, file=sys.stderr)
     try:
         if args.check:
             sys.stdout.write(check(args.out, args.model, log))

@@ -28,10 +28,10 @@ _SPACES = re.compile(r"\s+")
 @lru_cache(maxsize=None)
 def _normalizer(family: str):
     if family == "en":
-        from whisper_normalizer.english import EnglishTextNormalizer
+        from whisper_normalizer.english import EnglishTextNormalizer  # noqa: PLC0415 - loaded on first score
 
         return EnglishTextNormalizer()
-    from whisper_normalizer.basic import BasicTextNormalizer
+    from whisper_normalizer.basic import BasicTextNormalizer  # noqa: PLC0415 - loaded on first score
 
     return BasicTextNormalizer()
 

@@ -53,7 +53,7 @@ class Settings:
 
 
 def from_chosen(path: Path, settings: Settings) -> Settings:
-    from dvm.harness.bench.choose import read_chosen
+    from dvm.harness.bench.choose import read_chosen  # noqa: PLC0415 - harness modules load only when serving needs them
 
     data = read_chosen(path)
     settings.engine = EngineConfig.from_dict(data["engine"])
@@ -123,7 +123,7 @@ def _apply_model_path(value: str, engine: EngineConfig) -> None:
             raise DvmError(f"WHISPER_MODEL_PATH={value}: no such file")
         engine.model = value  # a model name, e.g. tiny.en
         return
-    from dvm.harness import models
+    from dvm.harness import models  # noqa: PLC0415 - harness modules load only when serving needs them
 
     record = models.register_external(path)
     engine.model = record.name

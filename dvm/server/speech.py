@@ -86,7 +86,7 @@ class Resampler:
     """48 kHz stereo s16 -> 16 kHz mono float32, stateful across chunks (PyAV/FFmpeg's swresample)."""
 
     def __init__(self):
-        import av
+        import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
         self._av = av
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)

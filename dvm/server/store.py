@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dvm import paths
 from dvm.errors import DvmError
 
 SCHEMA_VERSION = 1
@@ -88,9 +89,7 @@ class SessionNotFoundError(DvmError, KeyError):
 
 
 def default_path() -> Path:
-    from dvm.paths import dvm_home  # noqa: PLC0415
-
-    return dvm_home() / "transcripts.db"
+    return paths.dvm_home() / "transcripts.db"
 
 
 def fts5_available() -> bool:
@@ -156,7 +155,7 @@ class Store:
     """Sessions and transcript lines in one SQLite file. Safe to share between threads."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, fts: bool | None = None):
-        """Open (creating if needed) the store at ``path`` (default ``dvm_home()/transcripts.db``).
+        """Open (creating if needed) the store at ``path`` (default ``DVM_HOME/transcripts.db``).
 
         ``fts``: use SQLite FTS5 for search; ``None`` = when available, ``False`` = plain LIKE.
         """

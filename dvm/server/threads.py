@@ -18,7 +18,7 @@ def lower_this_thread(nice: int) -> str:
 def cpu_seconds() -> float | None:
     """User + system CPU seconds of this process (all threads), where the platform tells."""
     try:
-        import resource
+        import resource  # noqa: PLC0415 - POSIX-only module
     except ImportError:
         return None
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -17,7 +17,7 @@ CONTEXT = 64
 
 
 def model_path() -> Path:
-    import faster_whisper
+    import faster_whisper  # noqa: PLC0415 - heavy runtime, loaded on first use
 
     path = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
     if not path.exists():
@@ -27,7 +27,7 @@ def model_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _session():
-    import onnxruntime
+    import onnxruntime  # noqa: PLC0415 - heavy runtime, loaded on first use
 
     options = onnxruntime.SessionOptions()
     options.inter_op_num_threads = 1

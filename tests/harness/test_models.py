@@ -23,7 +23,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         _Handler.requests.append({"path": self.path, "range": self.headers.get("Range")})
         if self.path.endswith("/ggml-test-model.bin") or self.path.endswith("/ggml-bad-sum.bin"):
             start = 0

@@ -116,7 +116,7 @@ class _Index(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         _Index.hits.append(self.path)
         if self.path == "/simple/some-pkg/":
             assert "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", "")

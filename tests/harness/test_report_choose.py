@@ -70,7 +70,7 @@ def test_bad_chosen_files(tmp_path):
     with pytest.raises(DvmError, match="no such config"):
         choose.read_chosen(tmp_path / "absent.toml")
     (tmp_path / "bad.toml").write_text("this is = = not toml")
-    with pytest.raises(DvmError, match="invalid TOML"):
+    with pytest.raises(DvmError, match="not valid TOML"):
         choose.read_chosen(tmp_path / "bad.toml")
 
 

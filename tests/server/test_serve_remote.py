@@ -38,7 +38,7 @@ def service(monkeypatch):
         def log_message(self, *args):
             pass
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             if self.path != "/v1/audio/transcriptions":
                 self.send_error(404)
                 return

@@ -14,13 +14,13 @@ import pytest
 
 davey = pytest.importorskip("davey")
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from dvm.server.voice import dave, rtp, transport  # noqa: E402
-from dvm.server.voice.receiver import Receiver, check_stats  # noqa: E402
-from tests.conftest import FIXTURES  # noqa: E402
-from tests.server.dave_helpers import make_group, opus_frames  # noqa: E402
+from dvm.server.voice import dave, rtp, transport
+from dvm.server.voice.receiver import Receiver, check_stats
+from tests.conftest import FIXTURES
+from tests.server.dave_helpers import make_group, opus_frames
 
 CHANNEL = 987_654_321_987_654_321
 BOT, ALICE, BOB = 1_000_000_000_000_001, 1_000_000_000_000_002, 1_000_000_000_000_003

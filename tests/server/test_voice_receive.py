@@ -14,10 +14,10 @@ import pytest
 davey = pytest.importorskip("davey")
 pytest.importorskip("nacl")
 
-from dvm.server.voice import dave, opus, rtp, transport  # noqa: E402
-from dvm.server.voice.receiver import Receiver, check_stats  # noqa: E402
-from tests.conftest import FIXTURES  # noqa: E402
-from tests.server.dave_helpers import ExternalSender, make_group, opus_frames, remove_member  # noqa: E402
+from dvm.server.voice import dave, opus, rtp, transport
+from dvm.server.voice.receiver import Receiver, check_stats
+from tests.conftest import FIXTURES
+from tests.server.dave_helpers import ExternalSender, make_group, opus_frames, remove_member
 
 CHANNEL = 1_234_567_890_123_456_789
 BOT, ALICE, BOB = 111_111_111_111_111_111, 222_222_222_222_222_222, 333_333_333_333_333_333

@@ -14,10 +14,10 @@ import datetime as _dt
 import tomllib
 from pathlib import Path
 
-from dvm.harness.engines import EngineConfig
-from dvm.errors import DvmError
-from dvm.paths import dvm_home
+from dvm.errors import DvmError, parse_file
 from dvm.harness.bench.report import summarize_cell
+from dvm.harness.engines import EngineConfig
+from dvm.paths import dvm_home
 
 DEFAULT_WER_BUDGET = 0.02
 DEFAULT_LATENCY_BUDGET_S = 2.0
@@ -108,12 +108,7 @@ def chosen_path(platform_id: str) -> Path:
 
 
 def read_chosen(path: Path) -> dict:
-    if not path.exists():
-        raise DvmError(f"{path}: no such config file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise DvmError(f"{path}: invalid TOML ({exc})") from None
+    data = parse_file(path, tomllib.loads, tomllib.TOMLDecodeError, "no such config file", "TOML")
     if "engine" not in data or "engine" not in data["engine"]:
         raise DvmError(f"{path}: no [engine] table with an engine name")
     return data

@@ -21,7 +21,7 @@ def _cpu_jiffies() -> tuple[int, int] | None:
 def _children_cpu() -> float:
     """CPU seconds used by finished child processes (0 where the platform cannot tell, e.g. Windows)."""
     try:
-        import resource
+        import resource  # noqa: PLC0415 - POSIX-only module
     except ImportError:
         return 0.0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

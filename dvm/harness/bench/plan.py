@@ -15,7 +15,6 @@ from dvm.harness.bench import choose as chooser
 from dvm.harness.engines import EngineConfig
 from dvm.harness.variants import registry as variants
 
-
 GPU_VARIANTS = ("vulkan", "cuda")  # whisper.cpp builds whose cells ask for the GPU backend
 
 

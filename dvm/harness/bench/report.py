@@ -11,9 +11,9 @@ import math
 import statistics
 from pathlib import Path
 
+from dvm.errors import DvmError, parse_file
 from dvm.harness import scoring
 from dvm.harness.clips import REAL_TIERS, TIER_OF_KIND, TIER_ORDER
-from dvm.errors import DvmError
 
 SCHEMA = 1
 
@@ -46,12 +46,7 @@ def claim_for(platform_id: str, device: str) -> dict | None:
 def load_run(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / "results.json" if directory.is_dir() else directory
-    if not path.exists():
-        raise DvmError(f"{path}: no results.json here")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DvmError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = parse_file(path, json.loads, json.JSONDecodeError, "no results.json here", "JSON")
     if not isinstance(data, dict) or "cells" not in data or "platform_id" not in data:
         raise DvmError(f"{path}: not a dvm results file (no platform_id/cells)")
     data["_path"] = str(path)
@@ -169,7 +164,7 @@ _COLUMNS = ["platform", "cell", "median_rtf", "claimed_rtf", "min_rtf", "spread"
 
 
 def frame(runs: list[dict]):
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - optional: only for tables and plots
 
     table = pd.DataFrame(rows(runs))
     if table.empty:
@@ -236,10 +231,10 @@ def csv_text(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> Path | None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional: only for tables and plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: only for tables and plots
 
     data = [r for r in rows(runs) if r.get("median_rtf") is not None and r.get("wer") is not None]
     if not data:
@@ -281,7 +276,7 @@ def write_outputs(run: dict, directory: Path) -> None:
 
 
 def render_terminal(runs: list[dict], console) -> None:
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415 - rich only when rendering
 
     data = rows(runs)
     tiers = sorted({k[4:] for r in data for k in r if k.startswith("wer_") and k not in ("wer_all", "wer_basis")}, key=_tier_rank)

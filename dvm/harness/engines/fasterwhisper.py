@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
+from dvm.errors import DvmError
 from dvm.harness import models
 from dvm.harness.audio import SAMPLE_RATE
 from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript
-from dvm.errors import DvmError
 
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32", "default", "auto")
 # whisper.cpp-style names accepted for convenience
@@ -29,7 +29,7 @@ class FasterWhisperEngine(Engine):
 
     def load(self) -> float:
         try:
-            from faster_whisper import WhisperModel
+            from faster_whisper import WhisperModel  # noqa: PLC0415 - heavy runtime, loaded on first use
         except ImportError as exc:
             raise DvmError(f"faster-whisper is not installed ({exc}); pip install faster-whisper") from None
         self.model_dir = models.ensure_ct2(self.config.model)
@@ -67,10 +67,10 @@ class FasterWhisperEngine(Engine):
         return Transcript(text, segments, seconds, audio_seconds, {}, info.language)
 
     def info(self) -> dict:
-        import ctranslate2
-        import faster_whisper
+        import ctranslate2  # noqa: PLC0415 - heavy runtime, loaded on first use
+        import faster_whisper  # noqa: PLC0415 - heavy runtime, loaded on first use
 
-        record = models.find(self.config.model, "ct2", models._any_ct2_quant(self.config.model))
+        record = models.find(self.config.model, "ct2", models.any_ct2_quant(self.config.model))
         return {
             "engine": self.name,
             "engine_version": f"faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}",

@@ -88,7 +88,7 @@ def _semaphore() -> tuple[threading.BoundedSemaphore, int]:
 # ---------------------------------------------------------------------------- errors
 
 
-class _Retryable(Exception):
+class _RetryableError(Exception):
     """A failure worth another attempt (5xx, 429, connection refused/reset); its text is user-facing."""
 
     def __init__(self, message: str, retry_after: float | None = None):
@@ -179,7 +179,7 @@ class RemoteEngine(Engine):
                 try:
                     data = self._post(body, headers)
                     break
-                except _Retryable as exc:
+                except _RetryableError as exc:
                     last = exc
                 except DvmError:
                     self._count("failures")
@@ -246,12 +246,12 @@ class RemoteEngine(Engine):
             if isinstance(reason, ssl.SSLCertVerificationError):
                 raise DvmError(f"TLS certificate of {self._where()} not trusted: {reason.verify_message} "
                                "(set SSL_CERT_FILE to your CA bundle)") from None
-            raise _Retryable(f"{self._where()}: {_describe_oserror(reason)}") from None
+            raise _RetryableError(f"{self._where()}: {_describe_oserror(reason)}") from None
         except TimeoutError:
             raise DvmError(f"no answer from {self._where()} within {s.timeout:g} s "
                            f"(raise {ENV_TIMEOUT} if the server is just slow)") from None
         except (http.client.HTTPException, ConnectionError) as exc:  # dropped while answering
-            raise _Retryable(f"{self._where()}: connection lost while waiting for the answer ({exc.__class__.__name__})") from None
+            raise _RetryableError(f"{self._where()}: connection lost while waiting for the answer ({exc.__class__.__name__})") from None
         try:
             data = json.loads(raw)
         except ValueError:
@@ -278,7 +278,7 @@ class RemoteEngine(Engine):
             return DvmError(f"{where}: no transcription endpoint here (HTTP 404); check the URL "
                             f"(whisper-server needs --inference-path {ENDPOINT}){detail}")
         if code == 429 or code >= 500:
-            return _Retryable(f"{where}: HTTP {code}{detail}", _retry_after(exc.headers))
+            return _RetryableError(f"{where}: HTTP {code}{detail}", _retry_after(exc.headers))
         return DvmError(f"{where} rejected the request (HTTP {code}){detail}")
 
     # -- helpers

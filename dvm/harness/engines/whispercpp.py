@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
+from dvm.errors import DvmError
 from dvm.harness import models
 from dvm.harness.audio import SAMPLE_RATE
 from dvm.harness.engines.base import Engine, EngineConfig, Segment, Transcript, resolve_audio_ctx
-from dvm.errors import DvmError
 from dvm.harness.wcpp_text import build_features, timings_ms
 
 _LOG_LOCK = threading.Lock()
@@ -19,7 +19,7 @@ _LOG_LOCK = threading.Lock()
 
 def _bindings():
     try:
-        import _pywhispercpp as pw
+        import _pywhispercpp as pw  # noqa: PLC0415 - native bindings of the variant chosen at run time
     except ImportError as exc:
         raise DvmError(f"whisper.cpp bindings are not installed ({exc}); pip install pywhispercpp") from None
     return pw
@@ -121,7 +121,7 @@ class WhisperCppEngine(Engine):
         record = models.find(self.config.model, "ggml", self.config.quant)
         sysinfo = pw.whisper_print_system_info().strip()
         try:
-            from importlib.metadata import version
+            from importlib.metadata import version  # noqa: PLC0415 - only for a version string
 
             binding_version = version("pywhispercpp")
         except Exception:  # noqa: BLE001 - a source build may not be installed as a distribution

@@ -15,6 +15,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+import numpy
+
 # Probe key -> /proc/cpuinfo token. Keys follow whisper.cpp's system-info names, lower-cased.
 X86_FLAGS: dict[str, str] = {
     "sse3": "pni",
@@ -274,7 +276,7 @@ def cpu_live(os_name: str, arch: str) -> dict:
             cpu = cpu_from_sysctl(text)
     if cpu is None or not cpu["flags"]:
         try:
-            import cpuinfo  # py-cpuinfo: ~1 s (spawns a CPUID helper), so only where nothing else works
+            import cpuinfo  # noqa: PLC0415 - py-cpuinfo: ~1 s (spawns a CPUID helper), so only where nothing else works
 
             cpu = cpu_from_pycpuinfo(cpuinfo.get_cpu_info(), arch)
         except Exception:  # noqa: BLE001 - the probe reports what it can
@@ -335,12 +337,10 @@ def find_library(sonames: tuple[str, ...], stem: str, extra_dirs: tuple[str, ...
 def numpy_blas() -> dict:
     """What numpy itself was built against (not what whisper.cpp uses)."""
     try:
-        import numpy
-
         config = numpy.show_config(mode="dicts")
         blas = config.get("Build Dependencies", {}).get("blas", {})
         return {"name": blas.get("name"), "version": blas.get("version"), "numpy_version": numpy.__version__}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - reported as the reason in the result
         return {"name": None, "version": None, "numpy_version": None, "reason": f"numpy config unreadable: {exc}"}
 
 

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def _test_audio():
-    import numpy as np  # noqa: PLC0415
-
     t = np.arange(int(16000 * 1.5), dtype=np.float32) / 16000
     return (0.05 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
 
@@ -27,7 +27,7 @@ def run_inference(engine: str, device: str, model: str, gpu_index: int = 0) -> d
     start = time.perf_counter()
     try:
         if engine == "whispercpp":
-            from pywhispercpp.model import Model  # noqa: PLC0415
+            from pywhispercpp.model import Model  # noqa: PLC0415 - the child imports only the engine it checks
 
             if not Path(model).is_file():  # pywhispercpp would otherwise try to download by name
                 raise FileNotFoundError(model)
@@ -36,7 +36,7 @@ def run_inference(engine: str, device: str, model: str, gpu_index: int = 0) -> d
                             print_progress=False, print_realtime=False, language="en")
             text = " ".join(s.text for s in whisper.transcribe(_test_audio())).strip()
         elif engine == "faster-whisper":
-            from faster_whisper import WhisperModel  # noqa: PLC0415
+            from faster_whisper import WhisperModel  # noqa: PLC0415 - the child imports only the engine it checks
 
             if not Path(model).is_dir():  # faster-whisper would otherwise try the Hugging Face hub
                 raise FileNotFoundError(model)

@@ -2,7 +2,7 @@
 
 "Usable" is proven by a tiny inference (1.5 s of a quiet tone) in a child process, so a driver
 crash cannot take the probe down; results are cached per (platform id, engine, engine version,
-device) in ``dvm_home()/cache/probe-engines.json``. Run as a module to do one check:
+device) in ``DVM_HOME/cache/probe-engines.json``. Run as a module to do one check:
 ``python -m dvm.harness.probe.engine_check ENGINE DEVICE MODEL [GPU_INDEX]`` (engine_check.py) prints one JSON line.
 """
 
@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dvm import paths
 from dvm.harness.procout import last_line
 from dvm.harness.wcpp_text import parse_system_info
 
@@ -77,7 +78,7 @@ def _ggml_library() -> str | None:
         if pattern.search(path):
             return path
     try:
-        import _pywhispercpp  # noqa: PLC0415
+        import _pywhispercpp  # noqa: PLC0415 - native bindings, optional
 
         root = Path(_pywhispercpp.__file__).parent
     except ImportError:
@@ -128,7 +129,7 @@ def _whisper_cpp_version() -> str | None:
         if match:
             return match.group(1)
     try:
-        import _pywhispercpp  # noqa: PLC0415
+        import _pywhispercpp  # noqa: PLC0415 - native bindings, optional
 
         for candidate in Path(_pywhispercpp.__file__).parent.rglob("libwhisper*"):
             match = re.search(r"(\d+\.\d+\.\d+)", candidate.name)
@@ -144,7 +145,7 @@ def whispercpp_info(cpu_flags: dict[str, bool]) -> dict:
                   "whisper_cpp_version": None, "system_info": None, "features": {}, "backends": [],
                   "ggml_devices": [], "cpu_features_unused": [], "devices": {}}
     try:
-        import _pywhispercpp  # noqa: PLC0415
+        import _pywhispercpp  # noqa: PLC0415 - native bindings, optional
 
         info["system_info"] = _pywhispercpp.whisper_print_system_info().strip()
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken native build
@@ -174,8 +175,8 @@ def fasterwhisper_info() -> dict:
                   "ctranslate2_version": None, "compute_types": {"cpu": [], "cuda": []}, "cuda_device_count": 0,
                   "cuda_error": None, "devices": {}}
     try:
-        import ctranslate2  # noqa: PLC0415
-    except Exception as exc:  # noqa: BLE001
+        import ctranslate2  # noqa: PLC0415 - optional engine runtime
+    except Exception as exc:  # noqa: BLE001 - reported as the reason in the result
         info["reason"] = f"ctranslate2 not importable ({exc}): pip install faster-whisper"
         return info
     if info["version"] is None:
@@ -228,7 +229,7 @@ def model_path_for(engine: str) -> tuple[str | None, str | None]:
     """(path, None) of the default model for an engine, or (None, reason). Resolved lazily."""
     name = {"whispercpp": "default_ggml_path", "faster-whisper": "default_ct2_dir"}[engine]
     try:
-        from dvm.harness import models  # noqa: PLC0415
+        from dvm.harness import models  # noqa: PLC0415 - models load only when a default model path is asked for
 
         path = Path(getattr(models, name)())
     except ImportError as exc:
@@ -246,9 +247,7 @@ def model_path_for(engine: str) -> tuple[str | None, str | None]:
 
 
 def cache_path() -> Path:
-    from dvm.paths import dvm_home  # noqa: PLC0415
-
-    return dvm_home() / "cache" / "probe-engines.json"
+    return paths.dvm_home() / "cache" / "probe-engines.json"
 
 
 def load_cache(path: Path | None = None) -> dict[str, dict]:

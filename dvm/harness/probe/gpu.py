@@ -28,6 +28,7 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+# Longer than 60 lines on purpose: one pass through NVML in the order its calls must be made, with a reason per exit.
 def probe_cuda(nvml: Any = None, container: dict | None = None, os_name: str | None = None) -> dict:
     """NVIDIA driver and GPUs through NVML (``pynvml`` from nvidia-ml-py).
 
@@ -89,7 +90,7 @@ def probe_cuda(nvml: Any = None, container: dict | None = None, os_name: str | N
     finally:
         try:
             nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - cleanup is best effort
             pass
     if not result["devices"]:
         return {**result, "status": "no-device",

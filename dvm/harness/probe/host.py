@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dvm
 from dvm.harness.probe import cpu as probe_cpu
 from dvm.harness.probe import engines as probe_engines
 from dvm.harness.probe import gpu as probe_gpu
@@ -134,7 +135,7 @@ def _safe(probe_fn: Callable[[], dict], what: str) -> dict:
     """One broken probe must not sink the profile: report it as unavailable, with the error."""
     try:
         return probe_fn()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - reported as the reason in the result
         return {"available": False, "reason": f"{what} probe failed ({type(exc).__name__}: {exc}); please report it",
                 "devices": []}
 
@@ -157,8 +158,6 @@ def platform_id(profile: dict | None = None) -> str:
 def collect(check_engines: bool = True, use_cache: bool = True) -> dict:
     """The machine profile. Without engine checks it takes well under 2 s; with them the first run
     transcribes a short tone once per engine and device (then cached under ``dvm_home()/cache``)."""
-    import dvm  # noqa: PLC0415
-
     start = time.perf_counter()
     host = host_info()
     cpu = probe_cpu.cpu_live(host["os"], host["arch"])

@@ -22,7 +22,7 @@ def _yes_no(value: bool | None) -> str:
 
 
 def _summary(profile: dict) -> Text:
-    from rich.text import Text  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415 - rich only when rendering
 
     host, cpu = profile["host"], profile["cpu"]
     container = host["container"]
@@ -44,7 +44,7 @@ def _summary(profile: dict) -> Text:
 
 
 def _cpu_table(profile: dict) -> Table:
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415 - rich only when rendering
 
     cpu = profile["cpu"]
     table = Table(title=f"CPU features (from {cpu['source']})", title_justify="left", show_header=False, box=None)
@@ -59,7 +59,7 @@ def _cpu_table(profile: dict) -> Table:
 
 
 def _accelerator_table(profile: dict) -> Table:
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415 - rich only when rendering
 
     table = Table(title="Accelerators", title_justify="left", expand=True)
     table.add_column("backend")
@@ -86,7 +86,7 @@ def _accelerator_table(profile: dict) -> Table:
 
 
 def _engine_table(profile: dict) -> Table:
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415 - rich only when rendering
 
     table = Table(title="Engines (usable = a test transcription ran)", title_justify="left", expand=True)
     for column in ("engine", "device", "status", "details"):
@@ -114,9 +114,9 @@ def _engine_table(profile: dict) -> Table:
 
 
 def render(profile: dict, console: Console) -> None:
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.text import Text  # noqa: PLC0415
+    from rich.console import Group  # noqa: PLC0415 - rich only when rendering
+    from rich.panel import Panel  # noqa: PLC0415 - rich only when rendering
+    from rich.text import Text  # noqa: PLC0415 - rich only when rendering
 
     body = Group(_summary(profile), Text(""), _cpu_table(profile), Text(""), _accelerator_table(profile),
                  Text(""), _engine_table(profile))

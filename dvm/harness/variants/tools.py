@@ -62,7 +62,7 @@ def find_tool(name: str, variant: str | None = None) -> Path | None:
 
     Without ``variant``, the wheel-equivalent build is preferred, then any other.
     """
-    import platformdirs
+    import platformdirs  # noqa: PLC0415 - only where a user cache is needed
 
     bases = [variants_dir(), Path(platformdirs.user_data_dir("dvm", appauthor=False)) / "variants"]
     for base in dict.fromkeys(bases):

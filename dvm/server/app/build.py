@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import mcp.types as mt
 from mcp.server.mcpserver import MCPServer
 
+import dvm
 from dvm.server.app import tools_harness, tools_transcripts, tools_voice
 from dvm.server.app.http import add_request_handler
 from dvm.server.app.live import LiveUpdates, chain_on_line, watch_interims
@@ -44,8 +45,6 @@ def build_app(store: TranscriptStore, pipeline: TranscriptionPipeline, voice: Vo
     async def lifespan(_app: MCPServer) -> AsyncIterator[dict]:
         updates.bind_loop()
         yield {}
-
-    import dvm  # noqa: PLC0415
 
     app = MCPServer(name, title="Discord voice transcription (dvm)", version=dvm.__version__,
                     instructions=INSTRUCTIONS, lifespan=lifespan, subscriptions=updates.bus)

@@ -91,7 +91,7 @@ def run(app: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port:
         raise DvmError(f"unknown transport {transport!r}; use stdio or http")
     starlette_app = http_app(app, host=host, token=token, allowed_hosts=allowed_hosts,
                              allowed_origins=allowed_origins, path=path)
-    import uvicorn  # noqa: PLC0415
+    import uvicorn  # noqa: PLC0415 - only the HTTP transport needs it
 
     server = uvicorn.Server(uvicorn.Config(starlette_app, host=host, port=port, log_level=log_level.lower()))
     server.run()

@@ -103,7 +103,7 @@ class LiveUpdates:
         for session in sessions:
             try:
                 await session.send_resource_updated(uri)
-            except Exception as exc:  # best effort: the client may be gone
+            except Exception as exc:  # noqa: BLE001 - best effort: the client may be gone
                 log.debug("resource update for %s not delivered: %r", uri, exc)
 
     # 2025-era resources/subscribe, served through the low-level server

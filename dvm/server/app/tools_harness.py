@@ -10,6 +10,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from dvm import paths
 from dvm.errors import DvmError
 from dvm.server.app.state import AppState
 
@@ -29,13 +30,11 @@ def find_latest_results(dirs: list[Path], platform_id: str | None) -> Path | Non
 
 
 def _default_results_dirs() -> list[Path]:
-    from dvm.paths import dvm_home  # noqa: PLC0415
-
-    return [Path.cwd() / "results", dvm_home() / "results"]
+    return [Path.cwd() / "results", paths.dvm_home() / "results"]
 
 
 def _probe_profile() -> dict:
-    from dvm.harness import probe  # noqa: PLC0415
+    from dvm.harness import probe  # noqa: PLC0415 - the probe loads only when a client asks for it
 
     return probe.collect(check_engines=False)
 
@@ -44,17 +43,17 @@ def _this_platform(state: AppState) -> str | None:
     platform_id = state.harness.get("platform_id") or (state.profile or {}).get("platform_id")
     if platform_id is None:
         try:
-            from dvm.harness import probe  # noqa: PLC0415
+            from dvm.harness import probe  # noqa: PLC0415 - the probe loads only when a client asks for it
 
             platform_id = probe.platform_id()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the profile is optional in this answer: shown as unknown
             platform_id = None
     return platform_id
 
 
 def latest_benchmark(state: AppState) -> dict[str, Any]:
     """The newest results.json for this platform (or any), as report rows; none found is a tool error."""
-    from dvm.harness.bench import report  # noqa: PLC0415
+    from dvm.harness.bench import report  # noqa: PLC0415 - report (pandas) loads only when a client asks for results
 
     dirs = [Path(d) for d in state.harness.get("results_dirs") or _default_results_dirs()]
     platform_id = _this_platform(state)

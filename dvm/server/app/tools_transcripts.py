@@ -37,8 +37,8 @@ def register(app: MCPServer, state: AppState) -> None:
 
     @app.tool()
     def export_session(
-        sessionId: SessionId,  # noqa: N803
-        format: Annotated[str, Field(description="json, markdown, srt or vtt")] = "json",  # noqa: A002
+        sessionId: SessionId,  # noqa: N803 - the Go server's parameter names (MCP clients call them so)
+        format: Annotated[str, Field(description="json, markdown, srt or vtt")] = "json",  # noqa: A002 - the Go server's parameter name
     ) -> ExportResult:
         """Export a session's transcript as json, markdown, srt or vtt (subtitles with speaker names)."""
         session = state.session(sessionId)
@@ -64,7 +64,7 @@ def register_resources(app: MCPServer, state: AppState) -> None:
 
     @app.resource(TRANSCRIPT_TEMPLATE, name="transcript", mime_type="text/plain",
                   description="The live transcript of a session; subscribe to hear about new lines.")
-    def transcript_resource(sessionId: str) -> str:  # noqa: N803
+    def transcript_resource(sessionId: str) -> str:  # noqa: N803 - the Go server's parameter names (MCP clients call them so)
         try:
             session = store.get_session(sessionId)
         except SessionNotFoundError as exc:

@@ -104,7 +104,7 @@ def register(app: MCPServer, state: AppState) -> None:
     @app.tool()
     async def join_specific_channel(
         guildId: Annotated[str, Field(description="the Discord server (guild) id")],  # noqa: N803 - the Go server's names
-        channelId: Annotated[str, Field(description="the voice channel id")],  # noqa: N803
+        channelId: Annotated[str, Field(description="the voice channel id")],  # noqa: N803 - the Go server's parameter names (MCP clients call them so)
     ) -> JoinResult:
         """Join a given voice channel (guild and channel ids) and start transcribing."""
         voice = state.require_voice()

@@ -94,7 +94,7 @@ def decrypt(session: object | None, user_id: str | int, frame: bytes) -> Outcome
         return _failed("bad_user")
     try:
         ready = bool(session.ready)  # type: ignore[attr-defined]
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure of the Rust session reads as "not ready"
         ready = False
     if not ready:
         # No group yet: peers that are not on DAVE yet send plain frames (passthrough, as
@@ -102,7 +102,7 @@ def decrypt(session: object | None, user_id: str | int, frame: bytes) -> Outcome
         return _failed("not_ready") if looks_encrypted(frame) else Outcome(PASSTHROUGH, frame)
     try:
         out = session.decrypt(uid, _AUDIO, frame)  # type: ignore[attr-defined]
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - counted by reason; the frame is dropped
         return _failed(_reason(e))
     except BaseException as e:  # pyo3 turns a Rust panic into PanicException(BaseException)
         if type(e).__name__ != "PanicException":

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from dvm import libopus
 from dvm.libopus import CHANNELS, MAX_FRAME_SAMPLES, SAMPLE_RATE, OpusError  # noqa: F401 - part of this module's API
 
@@ -30,14 +32,14 @@ def backend() -> dict:
     lib = libopus.load()
     if lib is not None:
         return {"backend": "libopus", "library": lib.path, "version": lib.version}
-    import av
+    import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
     return {"backend": "pyav", "library": "libavcodec libopus", "version": av.__version__}
 
 
 class PyAvDecoder:
     def __init__(self) -> None:
-        import av
+        import av  # noqa: PLC0415 - PyAV loads FFmpeg: only on first use
 
         self._av = av
         self._ctx = av.CodecContext.create("libopus", "r")
@@ -58,8 +60,6 @@ class PyAvDecoder:
         for frame in frames:
             pcm = frame.to_ndarray()
             if frame.format.name != "s16":  # planar or float: interleave and convert
-                import numpy as np
-
                 if pcm.dtype.kind == "f":
                     pcm = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
                 if frame.format.is_planar:
@@ -111,7 +111,7 @@ class OpusStream:
         good packet comes (as are frames dropped before Opus, e.g. DAVE failures)."""
         try:
             return self._feed(sequence & 0xFFFF, packet)
-        except Exception as e:  # never let one bad packet stop the stream
+        except Exception as e:  # noqa: BLE001 - never let one bad packet stop the stream
             return Decoded("failed", error=f"{type(e).__name__}: {e}")
 
     def _feed(self, sequence: int, packet: bytes) -> Decoded:

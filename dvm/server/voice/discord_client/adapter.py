@@ -118,7 +118,7 @@ class DiscordVoice:
             out["guild"] = {"id": str(vc.guild.id), "name": vc.guild.name}
             channel = vc.channel
             out["channel"] = {"id": str(channel.id), "name": getattr(channel, "name", None)} if channel else None
-            out["transport_mode"] = getattr(vc._connection, "mode", None) or None  # noqa: SLF001
+            out["transport_mode"] = getattr(vc._connection, "mode", None) or None  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
             out["speakers"] = status_parts.speakers(self._receive, self.names, vc, getattr(client.user, "id", None))
             out["dave"] = status_parts.dave_status(vc, self._receive.dave_transitions)
         out["receive"] = self._receive.stats()
@@ -142,7 +142,7 @@ class DiscordVoice:
         if self._vc is not None:
             try:
                 await self._vc.disconnect(force=True)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - cleanup is best effort
                 pass
         await self.client.close()
 
@@ -187,7 +187,7 @@ class DiscordVoice:
         if self.on_event is not None:
             try:
                 self.on_event(event)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_event listener failed")
 
     # ------------------------------------------------------------------ joining and leaving (client loop)
@@ -259,7 +259,7 @@ class DiscordVoice:
             self._target = None
             raise VoiceError(f"cannot join {channel.name}: {exc}") from None
         self._vc = vc
-        vc._connection.add_socket_listener(self._receive.on_packet)  # noqa: SLF001
+        vc._connection.add_socket_listener(self._receive.on_packet)  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
         if not self._receive.has_session_of(vc):  # the hook normally saw op 4
             self._receive.session_description(vc)
 
@@ -273,9 +273,9 @@ class DiscordVoice:
 
     async def _drop_voice(self, vc: _VoiceClient) -> None:
         try:
-            vc._connection.remove_socket_listener(self._receive.on_packet)  # noqa: SLF001
+            vc._connection.remove_socket_listener(self._receive.on_packet)  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
             await vc.disconnect(force=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - logged; the caller goes on
             log.debug("voice disconnect: %r", exc)
         if self._vc is vc:
             self._vc = None
@@ -327,7 +327,7 @@ class DiscordVoice:
             try:
                 await self._connect(target, None)
                 backoff = 1.0
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - logged; the caller goes on
                 log.warning("rejoin failed: %s; retrying in %.0f s", exc, backoff)
                 self._target = target
                 self._state.transition(S.LOST, "rejoin failed", only_from=VOICE)

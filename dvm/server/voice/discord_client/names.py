@@ -101,7 +101,7 @@ def speakers(receive: VoiceReceive, names: Names, vc: discord.VoiceClient, me: i
 
 
 def dave_status(vc: discord.VoiceClient, transitions: int) -> dict:
-    state = vc._connection  # noqa: SLF001
+    state = vc._connection  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
     session = state.dave_session
     out: dict[str, Any] = {"protocol_version": state.dave_protocol_version, "transitions": transitions}
     if session is not None:

@@ -55,7 +55,7 @@ class _SocketReader(SocketReader):
             for callback in list(self._callbacks):
                 try:
                     callback(data)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("voice socket listener %r failed", callback)
 
 
@@ -94,12 +94,12 @@ class _VoiceClient(discord.VoiceClient):
         # the session key (op 4), who owns which SSRC (op 5/12) and who comes and goes from it.
         adapter = getattr(self.client, "dvm_adapter", None)
         if adapter is not None:
-            adapter._on_voice_event(self, msg)  # noqa: SLF001
+            adapter._on_voice_event(self, msg)  # noqa: SLF001 - the adapter's own hook, called from its discord.py subclass
 
     def _encrypt_aead_aes256_gcm_rtpsize(self, header: bytes, data: bytes) -> bytes:
         # discord.py looks up _encrypt_<mode> for the negotiated mode and 2.7 has no AES-GCM one. Only
         # used if someone plays audio through this client (dvm never does); mirrors the xchacha one.
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415 - only for the AES-GCM mode
 
         nonce = struct.pack(">I", self._incr_nonce) + bytes(8)
         self.checked_add("_incr_nonce", 1, 4294967295)

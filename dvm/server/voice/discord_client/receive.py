@@ -94,7 +94,7 @@ class VoiceReceive:
 
     def session_description(self, vc: discord.VoiceClient) -> None:
         """Op 4 (first connect or any reconnect): the transport mode and key, and the DAVE session to use."""
-        state = vc._connection  # noqa: SLF001
+        state = vc._connection  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
         if not state.secret_key or not state.mode:
             return
         self._dave_state = state
@@ -113,7 +113,7 @@ class VoiceReceive:
 
     def has_session_of(self, vc: discord.VoiceClient) -> bool:
         """Whether op 4 of this connection was seen (the hook normally sees it before connect() returns)."""
-        return self._dave_state is vc._connection  # noqa: SLF001
+        return self._dave_state is vc._connection  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
 
     def dave_session(self) -> Any:
         """The davey session the receiver decrypts with (discord.py's, kept in step with the MLS group)."""
@@ -137,7 +137,7 @@ class VoiceReceive:
             return
         try:
             receiver.handle(data)
-        except Exception:  # noqa: BLE001 - the receiver must never take the socket reader down
+        except Exception:
             self._owner.counters["receiver_errors"] += 1
             log.exception("receiver failed on a packet")
 
@@ -153,13 +153,13 @@ class VoiceReceive:
         vc, loop = self._owner.voice_client, self._owner.loop
         if vc is None or loop is None or now - self._last_rebuild < REBUILD_MIN_INTERVAL_S:
             return
-        state = vc._connection  # noqa: SLF001
+        state = vc._connection  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
         if state.dave_protocol_version == 0:
             return
         self._last_rebuild = now
         self._owner.counters["rebuild_requests"] += 1
         log.warning("DAVE frames from %s keep failing to decrypt: asking the voice server to rebuild the group", user_id)
-        asyncio.run_coroutine_threadsafe(state._recover_from_invalid_commit(0), loop)  # noqa: SLF001
+        asyncio.run_coroutine_threadsafe(state._recover_from_invalid_commit(0), loop)  # noqa: SLF001 - discord.py 2.7 keeps the voice connection state private (no public accessor)
 
     def stats(self) -> dict:
         """The receiver's counters (JSON-ready), plus packets it never got."""
@@ -167,7 +167,7 @@ class VoiceReceive:
         if self.receiver is not None:
             try:
                 stats = dict(self.receiver.stats() or {})
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("receiver.stats() failed")
         if isinstance(stats.get("ssrcs"), dict):  # JSON object keys are strings
             stats["ssrcs"] = {str(k): v for k, v in stats["ssrcs"].items()}

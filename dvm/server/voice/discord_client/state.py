@@ -43,7 +43,7 @@ _FROM: dict[VoiceState, frozenset[VoiceState]] = {
 }
 
 
-class InvalidTransition(RuntimeError):
+class InvalidTransitionError(RuntimeError):
     """A state change the adapter's lifecycle does not have (a bug in the adapter)."""
 
 
@@ -72,7 +72,7 @@ class StateMachine:
                 log.debug("voice state: CLOSED -> %s ignored (%s)", new.name, reason)
                 return False
             if old not in _FROM[new]:
-                raise InvalidTransition(f"voice state: {old.name} -> {new.name} is not a transition ({reason})")
+                raise InvalidTransitionError(f"voice state: {old.name} -> {new.name} is not a transition ({reason})")
             self._state = new
         log.info("voice state: %s -> %s (%s)", old.name, new.name, reason)
         return True

@@ -49,7 +49,7 @@ class _Client(discord.Client):
 
     async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
                                     after: discord.VoiceState) -> None:
-        await self.dvm_adapter._on_voice_state_update(member, before, after)  # noqa: SLF001
+        await self.dvm_adapter._on_voice_state_update(member, before, after)  # noqa: SLF001 - the adapter's own hook, called from its discord.py subclass
 
 
 class ClientThread:
@@ -125,7 +125,7 @@ class ClientThread:
         failure: Exception | None = None
         try:
             await client.start(self.adapter.token, reconnect=True)
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting join
+        except Exception as exc:
             failure = exc
             if self.client is client:  # not replaced by a newer start meanwhile
                 self._state.transition(VoiceState.FAILED, f"the Discord client stopped: {type(exc).__name__}")
@@ -150,7 +150,7 @@ class ClientThread:
         if adapter.api_base and not adapter.gateway_url:  # another API but no gateway given: ask it
             _, url, _ = await client.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        adapter._on_client_setup()  # noqa: SLF001
+        adapter._on_client_setup()  # noqa: SLF001 - the adapter's own hook, called from its discord.py subclass
 
     def on_ready(self) -> None:
         """Every gateway READY (the first, and after each new session); the first one ends a start."""
@@ -182,7 +182,7 @@ class ClientThread:
         try:
             if self.client is not None:
                 asyncio.run_coroutine_threadsafe(close(), loop).result(timeout)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - logged; the caller goes on
             log.debug("closing the Discord client: %r", exc)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
