@@ -18,6 +18,12 @@ class DvmError(Exception):
     """A problem the user can act on; its message is printed as one line, no traceback."""
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` as it may be echoed back in an error: repr, cut to ``limit`` characters with its length."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(str(value))} characters)"
+
+
 def error_line(exc: BaseException) -> str:
     """The one-line form of ``exc``: newlines folded, so a wrapped message stays one line."""
     message = " ".join(str(exc).split()) or exc.__class__.__name__

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from dvm.errors import shown
+
 FORMATS = {
     "json": "application/json",
     "markdown": "text/markdown",
@@ -25,7 +27,7 @@ def normalize_format(fmt: str) -> str:
     key = (fmt or "").strip().lower()
     key = _ALIASES.get(key, key)
     if key not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of: json, markdown, srt, vtt")
+        raise ValueError(f"unknown export format {shown(fmt)}; choose one of: json, markdown, srt, vtt")
     return key
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dvm import paths
-from dvm.errors import DvmError
+from dvm.errors import DvmError, shown
 
 SCHEMA_VERSION = 1
 
@@ -85,7 +85,7 @@ class SessionNotFoundError(DvmError, KeyError):
         self.session_id = session_id
 
     def __str__(self) -> str:
-        return f"unknown session: {self.session_id!r} (list_sessions shows the known ones)"
+        return f"unknown session: {shown(self.session_id)} (list_sessions shows the known ones)"
 
 
 def default_path() -> Path:

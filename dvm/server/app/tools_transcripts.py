@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
@@ -16,6 +17,8 @@ from dvm.server.app.uris import SESSIONS_URI, TRANSCRIPT_TEMPLATE
 from dvm.server.store import SessionNotFoundError
 
 SessionId = Annotated[str, Field(description="a session id from list_sessions")]
+MAX_QUERY_CHARS = 1000  # a search query longer than this is refused: no one types it, and FTS would match term by term
+MAX_QUERY_WORDS = 32
 
 
 def register(app: MCPServer, state: AppState) -> None:
@@ -53,6 +56,11 @@ def register(app: MCPServer, state: AppState) -> None:
         """Find transcript lines containing every word of the query, across all sessions."""
         if not query.strip():
             raise ToolError("the search query is empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise ToolError(f"the search query is too long ({len(query)} characters; at most {MAX_QUERY_CHARS})")
+        words = len(re.findall(r"\w+", query))
+        if words > MAX_QUERY_WORDS:
+            raise ToolError(f"the search query has {words} words; at most {MAX_QUERY_WORDS} (every word must occur)")
         hits = store.search(query, limit=50)
         return SearchResults(query=query, search_engine=store.search_engine,
                              hits=[SearchHit.model_validate(h) for h in hits])
