@@ -68,6 +68,7 @@ class Pipeline(LiveCaptions, Workers):
         self.interim_priority: str | None = None
         self.counters = collections.Counter()
         self.on_interim: Callable[[Interim], None] | None = None
+        self.last_store_error: str | None = None
         self._interim_queue: dict[tuple[str, str], InterimRequest] = {}  # latest request per speaker, FIFO
         self._interim_in_flight = 0
         self._interims: dict[tuple[str, str], Interim] = {}
@@ -291,13 +292,23 @@ class Pipeline(LiveCaptions, Workers):
                 if interim is not None and interim.seq < self._next_commit[key]:
                     del self._interims[key]  # the final line replaces the interim one
                 if self.store is not None:
-                    self.store.add_line(ready)
+                    self._store_line(ready)
                 self.counters["committed"] += 1
                 if self.on_line:
                     try:
                         self.on_line(ready)
                     except Exception as exc:  # noqa: BLE001 - a listener must not break the pipeline
                         log.warning("on_line listener failed: %s", exc)
+
+    def _store_line(self, line: Line) -> None:
+        """Commit one line; a failing store (disk full, I/O error) is counted and logged, the line still
+        reaches the listeners, and the pipeline goes on: lines already committed are untouched."""
+        try:
+            self.store.add_line(line)
+        except Exception as exc:  # noqa: BLE001 - any store failure: reported in stats, serving goes on
+            self.counters["store_failed"] += 1
+            self.last_store_error = f"{exc.__class__.__name__}: {exc}"
+            log.error("could not store a line of %s: %s", line.speaker_name, exc)
 
     def _engine_label(self) -> str:
         cfg = self.settings.engine
@@ -328,6 +339,7 @@ class Pipeline(LiveCaptions, Workers):
             "speakers": len(self._speakers), "engine": self._engine_info or self.settings.engine.as_dict(),
             "overload_policy": f"queue of {self.settings.queue_size}; when full the oldest waiting utterance is dropped",
             "live": self.live_stats(), "lent_decodes": self.counters["lent_decodes"],
+            "store_failed": self.counters["store_failed"], "last_store_error": self.last_store_error,
         }
 
 

@@ -77,6 +77,20 @@ END;
 _LINE_COLUMNS = 'id, session_id, speaker_id, speaker_name, start, "end", text, engine, latency_s, status, created_at'
 
 
+class StoreOpenError(DvmError):
+    """The transcript database cannot be opened: corrupt, not SQLite, locked by another process, unreadable."""
+
+    def __init__(self, path: Path, exc: sqlite3.DatabaseError):
+        reason = str(exc)
+        if "not a database" in reason or "malformed" in reason:
+            hint = "the file is corrupt or not SQLite: move it aside (a new store is created) or set DVM_HOME"
+        elif "locked" in reason or "busy" in reason:
+            hint = "another process holds it (another `dvm serve` on the same DVM_HOME?)"
+        else:
+            hint = "check the file and its folder are readable and writable"
+        super().__init__(f"{path}: cannot open the transcript store ({reason}); {hint}")
+
+
 class SessionNotFoundError(DvmError, KeyError):
     """No session with that id. A ``KeyError`` whose ``str()`` is a readable sentence."""
 
@@ -154,25 +168,36 @@ def _line_values(line: Any) -> dict:
 class Store:
     """Sessions and transcript lines in one SQLite file. Safe to share between threads."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, fts: bool | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, *, fts: bool | None = None, busy_timeout_s: float = 10.0):
         """Open (creating if needed) the store at ``path`` (default ``DVM_HOME/transcripts.db``).
 
         ``fts``: use SQLite FTS5 for search; ``None`` = when available, ``False`` = plain LIKE.
+        A file that is not a database, or one another process keeps locked past ``busy_timeout_s``, is a
+        ``StoreOpenError`` (one line saying what to do), not a traceback.
         """
         self.path = Path(path) if path is not None else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+            self._open(fts, busy_timeout_s)
+        except sqlite3.DatabaseError as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise StoreOpenError(self.path, exc) from None
+
+    def _open(self, fts: bool | None, busy_timeout_s: float) -> None:
         self._conn.row_factory = sqlite3.Row
         with self._lock:
             c = self._conn
+            c.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("PRAGMA foreign_keys=ON")
-            c.execute("PRAGMA busy_timeout=10000")
             c.executescript(_SCHEMA)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             has_fts_table = c.execute(

@@ -275,3 +275,58 @@ def test_markdown_text_and_json(store):
     assert [ln["start"] for ln in data["lines"]] == [0.5, 2.25, 4.0, 3725.125]
     with pytest.raises(ValueError, match="json, markdown, srt, vtt"):
         exports.export(session, lines, "docx")
+
+
+def test_a_corrupt_or_locked_database_is_one_clear_error(tmp_path):
+    from dvm.errors import DvmError
+    from dvm.server.store import StoreOpenError
+
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not an SQLite file at all" * 100)
+    with pytest.raises(StoreOpenError, match="corrupt or not SQLite") as info:
+        Store(bad)
+    assert isinstance(info.value, DvmError) and "\n" not in str(info.value)
+    good = tmp_path / "locked.db"
+    Store(good).close()
+    holder = sqlite3.connect(good, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-write, for longer than the busy timeout
+    try:
+        with pytest.raises(StoreOpenError, match="another process holds it"):
+            Store(good, busy_timeout_s=0.3)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_disk_full_during_a_commit_loses_nothing_committed_and_serving_goes_on(tmp_path):
+    """SQLite's own 'database or disk is full' (max_page_count pinned at the current size), through the
+    pipeline's commit path: counted and reported, earlier lines intact, the next line after space returns."""
+    from dvm.server.config import Settings
+    from dvm.server.pipeline import Pipeline, Utterance
+
+    store = Store(tmp_path / "full.db")
+    sid = store.start_session("g", "G", "c", "C")
+    pipeline = Pipeline(lambda: None, store, Settings(live=False))
+    seen = []
+    pipeline.on_line = seen.append
+
+    def commit(seq, text):
+        utterance = Utterance(sid, "u", "Ann", seq, float(seq), float(seq) + 1, 0.0, None)
+        pipeline._commit_text(utterance, text)
+
+    commit(0, "kept before the disk filled")
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count={pages}")
+    for seq in range(1, 40):  # fill the last pages, then fail
+        commit(seq, "x" * 2000)
+    stats = pipeline.stats()
+    assert stats["store_failed"] > 0 and "full" in stats["last_store_error"]
+    assert len(seen) == 40  # every line still reached the live listeners
+    store.conn.execute("PRAGMA max_page_count=1073741823")
+    commit(40, "after space came back")
+    texts = [line["text"] for line in store.get_lines(sid)]
+    assert texts[0] == "kept before the disk filled" and texts[-1] == "after space came back"
+    store.close()
+    reopened = Store(tmp_path / "full.db")
+    assert reopened.get_lines(sid)[0]["text"] == "kept before the disk filled"
+    reopened.close()
