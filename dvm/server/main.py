@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -57,6 +58,32 @@ def build(settings, store_path: Path | None = None):
     return store, pipeline, voice
 
 
+DRAIN_TIMEOUT_S = 20.0  # how long a stop waits for the utterances in flight to be transcribed and committed
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd, a supervisor) stops the server like Ctrl-C: through shutdown()."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def shutdown(store, pipeline, voice, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Leave voice, finish and commit the utterances in flight (bounded wait), end this process's open
+    sessions, close the store. Safe to call once on any way out."""
+    try:
+        if voice is not None:
+            voice.shutdown()  # leave voice cleanly before the last utterances are drained
+    finally:
+        if not pipeline.stop(drain=True, timeout=drain_timeout_s):
+            log.warning("stopped after %.0f s with decodes still in flight; their lines are lost", drain_timeout_s)
+        ended = store.end_own_sessions()
+        if ended:
+            log.info("ended %d open session(s) on shutdown", len(ended))
+        store.close()
+
+
 def serve(config_file: str | None, auto: bool, transport: str, host: str, port: int, token: str | None,
           allowed_hosts: list[str] | None = None) -> int:
     from dvm.server import config
@@ -74,11 +101,11 @@ def serve(config_file: str | None, auto: bool, transport: str, host: str, port: 
     store, pipeline, voice = build(settings)
     pipeline.start()
     app = build_app(store, pipeline, voice)  # it also hooks pipeline.on_line for live transcript updates
+    stop_on_sigterm()
     try:
         run(app, transport=transport, host=host, port=port, token=token, allowed_hosts=allowed_hosts or None)
+    except KeyboardInterrupt:
+        log.info("stopping: finishing the utterances in flight")
     finally:
-        if voice is not None and hasattr(voice, "shutdown"):
-            voice.shutdown()  # leave voice cleanly before the last utterances are drained
-        pipeline.stop(drain=True)
-        store.close()
+        shutdown(store, pipeline, voice)
     return 0

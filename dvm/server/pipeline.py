@@ -99,17 +99,21 @@ class Pipeline(LiveCaptions, Workers):
         self._ticker = threading.Thread(target=self._tick, name="dvm-silence-ticker", daemon=True)
         self._ticker.start()
 
-    def stop(self, drain: bool = True) -> None:
+    def stop(self, drain: bool = True, timeout: float = 120.0) -> bool:
+        """Stop the workers; with ``drain``, first cut every open utterance and wait up to ``timeout`` for
+        the decodes in flight to commit. Returns False when that wait ran out."""
+        drained = True
         if drain:
             for session_id in list(self._session_t0):
                 self.flush(session_id)
-            self.wait_idle()
+            drained = self.wait_idle(timeout)
         with self._cond:
             self._running = False
             self._cond.notify_all()
         for thread in self._workers:
             thread.join(timeout=30)
         self._workers.clear()
+        return drained
 
     def begin(self, session_id: str) -> None:
         """Mark the session's time zero (lines' start/end are relative to it)."""

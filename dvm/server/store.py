@@ -256,6 +256,15 @@ class Store:
             marked.append(row["id"])
         return marked
 
+    def end_own_sessions(self) -> list[str]:
+        """End every session this process still has open (a clean shutdown); returns their ids."""
+        with self._lock:
+            rows = self.conn.execute("SELECT id FROM sessions WHERE ended_at IS NULL AND owner_host=? AND owner_pid=?",
+                                     (socket.gethostname(), os.getpid())).fetchall()
+            for row in rows:
+                self.end_session(row["id"])
+        return [row["id"] for row in rows]
+
     # ------------------------------------------------------------------ writes
 
     def start_session(self, guild_id: str | None, guild_name: str | None, channel_id: str | None,
