@@ -197,7 +197,7 @@ class LiveCaptions:
     def live_stats(self) -> dict:
         """Cost accounting of live captions, and CPU seconds spent per second of audio received."""
         c = self.counters
-        audio_s = sum(sp.fed for sp in list(self._speakers.values())) / SAMPLE_RATE
+        audio_s = self.counters["samples_in"] / SAMPLE_RATE
         now_cpu = cpu_seconds()
         cpu = now_cpu - self._cpu_start if now_cpu is not None and self._cpu_start is not None else None
         firsts = sorted(self.first_interim_latencies)

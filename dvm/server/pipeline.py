@@ -37,6 +37,7 @@ from dvm.server.vad import WINDOW
 from dvm.server.workers import Workers
 
 log = logging.getLogger("dvm.server.pipeline")
+SPEAKER_IDLE_EVICT_S = 600.0  # a speaker silent this long (all lines committed) is forgotten
 
 __all__ = ["Line", "Pipeline", "Utterance"]
 
@@ -69,6 +70,7 @@ class Pipeline(LiveCaptions, Workers):
         self.counters = collections.Counter()
         self.on_interim: Callable[[Interim], None] | None = None
         self.last_store_error: str | None = None
+        self._last_eviction = 0.0
         self._interim_queue: dict[tuple[str, str], InterimRequest] = {}  # latest request per speaker, FIFO
         self._interim_in_flight = 0
         self._interims: dict[tuple[str, str], Interim] = {}
@@ -140,6 +142,7 @@ class Pipeline(LiveCaptions, Workers):
             if drift > 0.1 or speaker.fed == 0:
                 speaker.anchor += drift
             speaker.fed += samples.size
+            self.counters["samples_in"] += samples.size
             speaker.last_audio_wall = now
             self.counters["frames_in"] += 1
             self._advance(speaker, samples, now)
@@ -256,6 +259,24 @@ class Pipeline(LiveCaptions, Workers):
                     self._cut(sp, trailing=sp.silence_windows)
                 elif sp.in_speech:  # frames may have stopped (Discord sends none in silence): the clock measures the pause
                     self._live_quiet(sp, now - sp.last_speech_wall)
+            if now - self._last_eviction >= 5.0:
+                self._last_eviction = now
+                self._evict_idle_speakers(now)
+
+    def _evict_idle_speakers(self, now: float) -> None:
+        """Forget speakers silent for ``SPEAKER_IDLE_EVICT_S`` whose lines are all committed (a long call
+        with many passers-by, or random SSRCs, must not grow memory); one who returns starts afresh."""
+        with self._commit_lock:
+            for key, sp in list(self._speakers.items()):
+                idle = now - max(sp.last_audio_wall, sp.last_speech_wall)
+                if sp.in_speech or sp.spec is not None or idle < SPEAKER_IDLE_EVICT_S:
+                    continue
+                if self._pending.get(key) or self._next_commit.get(key, 0) != sp.seq or key in self._interims:
+                    continue
+                del self._speakers[key]
+                self._next_commit.pop(key, None)
+                self._pending.pop(key, None)
+                self.counters["speakers_evicted"] += 1
 
     # ------------------------------------------------------------------ queue and workers
 

@@ -241,3 +241,44 @@ def test_a_lone_decode_borrows_the_idle_workers_threads(lend):
     else:
         assert Scripted.threads_seen == []  # never changed
     assert pipeline.stats()["lent_decodes"] == (1 if lend else 0)
+
+
+def test_memory_stays_flat_with_thousands_of_passing_speakers_and_one_who_never_stops():
+    """2,000 speakers say one short blip each and leave; one speaker talks for 70 s without a pause.
+    Idle speakers are forgotten once their lines are committed; the monologue is cut every 30 s."""
+    import tracemalloc
+
+    s = live_settings(workers=1, engine=EngineConfig(threads=1), live=False, buffer_duration_s=30)
+    pipeline, call, lines = started(s, factory=Scripted)
+    blip = loadtest.frames(loadtest.to_discord_pcm(np.zeros(16000 // 5, dtype=np.float32)))  # 200 ms of silence
+    speech = loadtest.frames(loadtest.to_discord_pcm(read_audio(clip("lj001-0005"))))
+    try:
+        tracemalloc.start()
+
+        def passers_by(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                for frame in blip:
+                    call.now += 0.001
+                    pipeline.feed("s", f"p{n}", f"p{n}", frame)
+            call.now += 700.0  # they are all idle past the eviction age now
+            pipeline.check_silence()
+
+        passers_by(0, 200)
+        baseline = tracemalloc.get_traced_memory()[0]
+        passers_by(200, 1800)
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+        for _ in range(9):  # ~73 s of speech with no pause long enough to end it
+            for frame in speech:
+                call.now += FRAME_S
+                pipeline.feed("s", "talker", "talker", frame)
+            pipeline.check_silence()
+        pipeline.flush("s")
+        assert pipeline.wait_idle(60)
+        tracemalloc.stop()
+    finally:
+        pipeline.stop()
+    assert grown < 2_000_000, grown  # 1,800 more speakers came and went: state did not pile up
+    assert pipeline.counters["speakers_evicted"] >= 2000
+    assert len(pipeline._speakers) <= 1
+    talker = [line for line in lines.lines if line.speaker_id == "talker"]
+    assert len(talker) >= 3 and all(line.end - line.start <= 31 for line in talker)  # cut at 30 s, nothing lost
