@@ -27,54 +27,7 @@ from typing import Any
 
 from dvm import paths
 from dvm.errors import DvmError, shown
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id           TEXT PRIMARY KEY,
-    guild_id     TEXT,
-    guild_name   TEXT,
-    channel_id   TEXT,
-    channel_name TEXT,
-    started_at   REAL NOT NULL,
-    ended_at     REAL,
-    status       TEXT NOT NULL DEFAULT 'active',
-    engine       TEXT NOT NULL DEFAULT '{}',
-    owner_host   TEXT,
-    owner_pid    INTEGER
-);
-CREATE TABLE IF NOT EXISTS lines (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id   TEXT NOT NULL REFERENCES sessions(id),
-    speaker_id   TEXT NOT NULL,
-    speaker_name TEXT NOT NULL,
-    start        REAL NOT NULL,
-    "end"        REAL NOT NULL,
-    text         TEXT NOT NULL DEFAULT '',
-    engine       TEXT NOT NULL DEFAULT '',
-    latency_s    REAL,
-    status       TEXT NOT NULL DEFAULT 'ok',
-    created_at   REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lines_by_session ON lines(session_id, id);
-"""
-
-_FTS_SCHEMA = """
-CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5(text, content='lines', content_rowid='id');
-CREATE TRIGGER IF NOT EXISTS lines_fts_insert AFTER INSERT ON lines BEGIN
-    INSERT INTO lines_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS lines_fts_delete AFTER DELETE ON lines BEGIN
-    INSERT INTO lines_fts(lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
-CREATE TRIGGER IF NOT EXISTS lines_fts_update AFTER UPDATE OF text ON lines BEGIN
-    INSERT INTO lines_fts(lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
-    INSERT INTO lines_fts(rowid, text) VALUES (new.id, new.text);
-END;
-"""
-
-_LINE_COLUMNS = 'id, session_id, speaker_id, speaker_name, start, "end", text, engine, latency_s, status, created_at'
+from dvm.server.store_schema import FTS_SCHEMA, LINE_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 
 class StoreOpenError(DvmError):
@@ -198,14 +151,14 @@ class Store:
                 raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("PRAGMA foreign_keys=ON")
-            c.executescript(_SCHEMA)
+            c.executescript(SCHEMA)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             has_fts_table = c.execute(
                 "SELECT 1 FROM sqlite_master WHERE name='lines_fts'").fetchone() is not None
             want_fts = fts5_available() if fts is None else bool(fts)
             if want_fts and not has_fts_table:
                 try:
-                    c.executescript(_FTS_SCHEMA)
+                    c.executescript(FTS_SCHEMA)
                     c.execute("INSERT INTO lines_fts(lines_fts) VALUES ('rebuild')")
                     has_fts_table = True
                 except sqlite3.OperationalError:
@@ -358,7 +311,7 @@ class Store:
     def get_lines(self, session_id: str, since_id: int = 0) -> list[dict]:
         """A session's lines in commit order; ``since_id`` returns only lines with a larger id."""
         self._require(session_id)
-        rows = self._query(f"SELECT {_LINE_COLUMNS} FROM lines WHERE session_id=? AND id>? ORDER BY id",
+        rows = self._query(f"SELECT {LINE_COLUMNS} FROM lines WHERE session_id=? AND id>? ORDER BY id",
                            (session_id, int(since_id)))
         return [_line_dict(r) for r in rows]
 
@@ -371,7 +324,7 @@ class Store:
         if not words:
             return []
         limit = max(1, min(int(limit), 500))
-        select = (f"SELECT {', '.join('l.' + c.strip() for c in _LINE_COLUMNS.split(','))},"
+        select = (f"SELECT {', '.join('l.' + c.strip() for c in LINE_COLUMNS.split(','))},"
                   " s.guild_name, s.channel_name, s.started_at AS session_started_at"
                   " FROM lines l JOIN sessions s ON s.id = l.session_id")
         if self.search_engine == "fts5":
