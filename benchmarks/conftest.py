@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.server.dave_helpers builds the real DAVE group
 
+PLANT_ENV = "DVM_PERF_PLANT"  # e.g. "test_vad=1.3": that stage spins 30 % longer (proves the budget bites)
 FRAMES = 50  # one second of 20 ms frames per benchmark round
 BOT, USER, CHANNEL, SSRC = 1111, 2222, 987654321, 4242
 
@@ -19,6 +21,59 @@ BOT, USER, CHANNEL, SSRC = 1111, 2222, 987654321, 4242
 @pytest.fixture(scope="session", autouse=True)
 def _home(tmp_path_factory):
     os.environ["DVM_HOME"] = str(tmp_path_factory.mktemp("home"))
+
+
+def planted(stage: str, fn):
+    """``fn``, or, when DVM_PERF_PLANT names ``stage``, ``fn`` followed by a CPU spin of (factor - 1)
+    times its own duration: a slowdown planted on purpose, for showing that the budget catches it."""
+    spec = dict(item.split("=", 1) for item in os.environ.get(PLANT_ENV, "").split(",") if "=" in item)
+    if stage not in spec:
+        return fn
+    extra = float(spec[stage]) - 1.0
+
+    def slowed():
+        began = time.perf_counter()
+        out = fn()
+        until = time.perf_counter() + (time.perf_counter() - began) * extra
+        while time.perf_counter() < until:
+            pass
+        return out
+
+    return slowed
+
+
+class _SessionLoad:
+    """CPU other processes used while the benchmarks ran (cores): /proc/stat busy time minus ours."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        from dvm.harness.bench.load import _cpu_jiffies
+
+        times = os.times()
+        return time.monotonic(), _cpu_jiffies(), times.user + times.system + times.children_user + times.children_system
+
+    def foreign_cores(self) -> float | None:
+        (w0, j0, o0), (w1, j1, o1) = self.start, self._sample()
+        if not j0 or not j1 or w1 <= w0:
+            return None
+        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, (busy - (o1 - o0)) / (w1 - w0))
+
+
+_LOAD: dict[str, _SessionLoad] = {}  # one monitor per benchmark session
+
+
+def pytest_sessionstart(session):
+    _LOAD["session"] = _SessionLoad()
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Recorded in the run's JSON: how busy the machine was, and any planted slowdown."""
+    machine_info["dvm_load"] = {"foreign_cores": _LOAD["session"].foreign_cores() if _LOAD else None,
+                                "cpu_count": os.cpu_count(), "planted": os.environ.get(PLANT_ENV) or None}
 
 
 @pytest.fixture(scope="session")

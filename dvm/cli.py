@@ -106,13 +106,15 @@ def _add_bench(commands) -> None:
 
 
 def _add_gate(commands) -> None:
-    p = commands.add_parser("gate", help="compare a run with a committed baseline: exit 0 ok, 1 regression, 2 unusable",
+    p = commands.add_parser("gate", help="compare a run with a committed baseline: exit 0 ok, 1 regression, 2 unusable, 3 machine busy (speed not judged)",
                             description="Regression gate on RTF (min of repeats, normalised by a same-run calibration kernel) "
                                         "and WER/hallucination (deterministic greedy decoding). Without RESULTS_DIR the quick matrix runs now.")
     p.add_argument("--baseline", required=True, help="baseline results.json (or its run directory)")
     p.add_argument("results", nargs="?", metavar="RESULTS_DIR", help="the run to check (default: run the quick matrix now)")
     p.add_argument("--threshold", type=float, default=0.10, help="allowed normalised RTF increase (default 0.10 = 10%%)")
     p.add_argument("--wer-tolerance", type=float, default=0.005, help="allowed WER increase per clip (default 0.005)")
+    p.add_argument("--busy-cores", type=float, default=0.5,
+                   help="speed is not judged when other processes used more cores than this during a cell (default 0.5)")
     p.add_argument("--update-baseline", action="store_true", help="accept RESULTS_DIR as the new baseline (writes --baseline)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="dvm.harness.bench.commands:cmd_gate")

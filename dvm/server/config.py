@@ -32,11 +32,12 @@ class Settings:
     live: bool = True
     speculative_pause_ms: int = 150  # AUDIO_SPECULATIVE_PAUSE_MS: a pause this long starts a speculative decode
     early_endpoint_ms: int = 550  # AUDIO_EARLY_ENDPOINT_MS: quiet that ends an utterance whose text ends a sentence
-    interim_after_ms: int = 1200  # AUDIO_INTERIM_AFTER_MS: speech before the first interim line
+    interim_after_ms: int = 1000  # AUDIO_INTERIM_AFTER_MS: speech before the first interim line
     interim_interval_ms: int = 1000  # AUDIO_INTERIM_INTERVAL_MS: between interim decodes of one speaker
+    interim_duty: float = 0.5  # AUDIO_INTERIM_DUTY: the most of one core interims may take (0.05-1)
     # DVM_LEND_THREADS=0: a worker always decodes with its own threads, even when the other workers idle
     lend_threads: bool = True
-    discord_token: str | None = None
+    discord_token: str | None = field(default=None, repr=False)  # a secret: never in a repr
     discord_user_id: str | None = None
     source: str = "defaults"
 
@@ -47,7 +48,7 @@ class Settings:
                 "queue_size": self.queue_size, "source": self.source,
                 "live": {"enabled": self.live, "speculative_pause_ms": self.speculative_pause_ms,
                          "early_endpoint_ms": self.early_endpoint_ms, "interim_after_ms": self.interim_after_ms,
-                         "interim_interval_ms": self.interim_interval_ms},
+                         "interim_interval_ms": self.interim_interval_ms, "interim_duty": self.interim_duty},
                 "lend_threads": self.lend_threads,
                 "discord": {"token_set": bool(self.discord_token), "user_id": self.discord_user_id}}
 
@@ -107,6 +108,9 @@ def load(config_file: Path | None = None, env: dict | None = None) -> Settings:
     settings.early_endpoint_ms = number(env, "AUDIO_EARLY_ENDPOINT_MS", int, settings.early_endpoint_ms)
     settings.interim_after_ms = number(env, "AUDIO_INTERIM_AFTER_MS", int, settings.interim_after_ms)
     settings.interim_interval_ms = number(env, "AUDIO_INTERIM_INTERVAL_MS", int, settings.interim_interval_ms)
+    settings.interim_duty = number(env, "AUDIO_INTERIM_DUTY", float, settings.interim_duty)
+    if not 0.05 <= settings.interim_duty <= 1.0:
+        raise DvmError(f"AUDIO_INTERIM_DUTY must be between 0.05 and 1 (a share of one core), not {settings.interim_duty:g}")
     settings.discord_token = env.get("DISCORD_TOKEN") or None
     settings.discord_user_id = env.get("DISCORD_USER_ID") or None
     for name in _UNSUPPORTED:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,15 +118,22 @@ class LiveCaptions:
             return
         self._set_threads(engine, 1)
         self.interim_priority = lower_this_thread(INTERIM_NICE)
+        rest_until = 0.0
         while True:
             with self._cond:
-                while self._running and not self._interim_queue:
-                    self._cond.wait(timeout=0.5)
+                while self._running and (not self._interim_queue or time.monotonic() < rest_until):
+                    self._cond.wait(timeout=max(0.01, min(0.5, rest_until - time.monotonic())))
                 if not self._running:
                     break
                 job = self._interim_queue.pop(next(iter(self._interim_queue)))
                 self._interim_in_flight += 1
+            began = time.monotonic()  # CPU time is real time, whatever clock the pipeline runs on
             self._run_interim(engine, job)
+            # duty cycle: after an interim of d seconds rest d * (1/duty - 1), so interims take at most
+            # ``interim_duty`` of one core however many people talk at once
+            duty = min(1.0, max(0.05, self.settings.interim_duty))
+            ended = time.monotonic()
+            rest_until = ended + (ended - began) * (1 / duty - 1)
         engine.close()
 
     def _run_speculation(self, engine, spec: Speculation) -> None:
@@ -208,6 +216,7 @@ class LiveCaptions:
             "early_endpoints": c["early_endpoints"], "interim_priority": self.interim_priority,
             "interim": {"decodes": c["interim_decodes"], "published": c["interim_published"], "stale": c["interim_stale"],
                         "superseded": c["interim_superseded"], "skipped_busy": c["interim_skipped_busy"],
+                        "duty": self.settings.interim_duty,
                         "first_p50_s": round(firsts[len(firsts) // 2], 3) if firsts else None},
             "cpu_s_per_audio_s": round(cpu / audio_s, 4) if audio_s > 0 and cpu is not None else None,
         }

@@ -12,11 +12,12 @@ from dvm.harness.bench import gate
 from dvm.errors import DvmError
 
 
-def run(min_rtfs=(0.02, 0.03), wers=(0.0, 0.1), halluc=0.0, calibration=0.01, platform="linux-x86_64-avx512"):
+def run(min_rtfs=(0.02, 0.03), wers=(0.0, 0.1), halluc=0.0, calibration=0.01, platform="linux-x86_64-avx512", foreign=0.05):
     records = [{"clip_id": f"c{i}", "min_rtf": r, "wer": w, "hallucination_wps": None} for i, (r, w) in enumerate(zip(min_rtfs, wers))]
     records.append({"clip_id": "silence", "min_rtf": 0.01, "wer": None, "hallucination_wps": halluc})
     return {"platform_id": platform, "calibration_s": calibration,
-            "cells": [{"cell_id": "whispercpp[wheel]/tiny.en/f16/t2/b1/ctx-fit", "records": records}]}
+            "cells": [{"cell_id": "whispercpp[wheel]/tiny.en/f16/t2/b1/ctx-fit", "records": records,
+                       "machine_load": {"foreign_cores": foreign}}]}
 
 
 def test_identical_runs_pass():
@@ -39,6 +40,17 @@ def test_slowdown_within_threshold_passes():
 def test_slower_machine_is_normalised_by_calibration():
     """Everything 30 % slower, the calibration kernel too: not a regression."""
     assert gate.compare(run(), run(min_rtfs=(0.026, 0.039), calibration=0.013)).ok
+
+
+def test_a_busy_machine_is_not_judged_on_speed_but_still_on_accuracy():
+    """Another process kept a core busy during a cell: a slowdown is reported, not judged; a WER
+    increase (deterministic decoding) still fails."""
+    slow_busy = gate.compare(run(), run(min_rtfs=(0.03, 0.045), foreign=1.02))
+    assert slow_busy.ok and not slow_busy.speed_judged and slow_busy.foreign_cores == pytest.approx(1.02)
+    assert "machine busy, not judged" in gate.render(slow_busy)
+    worse_busy = gate.compare(run(), run(wers=(0.0, 0.2), foreign=1.02))
+    assert [f.kind for f in worse_busy.regressions] == ["wer"]
+    assert not gate.compare(run(), run(min_rtfs=(0.03, 0.045), foreign=0.2)).ok  # light noise: judged
 
 
 def test_wer_increase_is_caught_per_clip():
@@ -80,6 +92,10 @@ def test_cli_exit_codes(tmp_path):
         path.mkdir()
         (path / "results.json").write_text(json.dumps(data))
     assert _cli("--baseline", str(base), str(same)).returncode == 0
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "results.json").write_text(json.dumps(run(min_rtfs=(0.03, 0.045), foreign=1.1)))
+    result = _cli("--baseline", str(base), str(tmp_path / "busy"))
+    assert result.returncode == 3 and "machine busy, not judged" in result.stdout
     result = _cli("--baseline", str(base), str(slow))
     assert result.returncode == 1 and "REGRESSIONS" in result.stdout
     (tmp_path / "bad").mkdir()

@@ -352,6 +352,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
     raise AssertionError("server did not start listening")
 
 
+def _headers(url: str, method: str, headers: dict[str, str]) -> dict[str, str]:
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return dict(exc.headers)
+
+
 def _post(url: str, headers: dict[str, str]) -> int:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
     request = urllib.request.Request(url, data=body, method="POST", headers={
@@ -375,6 +384,17 @@ async def test_streamable_http_with_bearer_token(tmp_path):
         # DNS-rebinding protection stays on: a foreign Host header is refused even with the token
         bad_host = await anyio.to_thread.run_sync(_post, url, {"Authorization": "Bearer s3cret", "Host": "evil.example"})
         assert bad_host in (403, 421)
+        # a page in a browser on another site (DNS rebinding, CSRF): a foreign Origin is refused too
+        bad_origin = await anyio.to_thread.run_sync(_post, url, {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"})
+        assert bad_origin in (403, 421)
+        # no CORS unless asked: a preflight from another origin gets no Access-Control-Allow-* header
+        cors = await anyio.to_thread.run_sync(_headers, url, "OPTIONS", {"Origin": "http://evil.example",
+                                                                         "Access-Control-Request-Method": "POST"})
+        assert not any(k.lower().startswith("access-control-allow") for k in cors)
+        # every other path: nothing served without the token (a redirect to /mcp, which then asks for it)
+        for path in ("/", "/mcp/", "/sse", "/messages/", "/.well-known/oauth-authorization-server"):
+            status = await anyio.to_thread.run_sync(_post, f"http://127.0.0.1:{port}{path}", {})
+            assert status in (307, 308, 401, 403, 404, 405, 421), (path, status)
         with anyio.fail_after(30):
             http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"}, timeout=30)
             async with http, Client(streamable_http_client(url, http_client=http)) as client:

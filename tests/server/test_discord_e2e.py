@@ -371,6 +371,55 @@ async def test_join_errors_are_plain_messages(make_fake):
     await bad.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_no_secret_in_any_output_of_a_full_session(make_fake, tmp_path, caplog, capsys):
+    """A whole session (join, speech, status, transcript, export, leave, a rejected token) with every
+    logger at DEBUG: the bot token and the voice session token appear in no log line, tool result,
+    error text, repr or file the server wrote."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    fake = make_fake()
+    outputs, voice_tokens = [], []
+    handed_out = fake.bot_voice_state
+
+    async def record_voice_token(gw, d):
+        await handed_out(gw, d)
+        if fake.bot_voice:
+            voice_tokens.append(fake.bot_voice["token"])
+
+    fake.bot_voice_state = record_voice_token
+    async with served(tmp_path, fake) as (client, voice, pipeline):
+        out = await session_through_mcp(client, fake, pipeline, [("alice", "en-jfk")])
+        outputs += [repr(voice), repr(pipeline.settings), str(pipeline.settings.describe()), str(pipeline.stats())]
+        for fmt in ("json", "markdown", "text", "srt"):
+            result = await client.call_tool("export_session", {"sessionId": out["joined"]["session_id"], "format": fmt})
+            outputs.append(str(result.content))
+        for tool, args in (("get_transcript", {"sessionId": "nope"}), ("join_specific_channel", {"guildId": "1", "channelId": "2"})):
+            result = await client.call_tool(tool, args)
+            outputs.append(str(result.content))
+    secrets = [fake.token, *voice_tokens]
+    assert voice_tokens, "the fake handed out no voice token: the check would prove nothing"
+    bad = adapter_for(fake)
+    bad.token = "wrong-token-" + os.urandom(4).hex()
+    secrets.append(bad.token)
+    try:
+        await bad.join_user_channel(Collector())
+    except Exception as exc:  # noqa: BLE001 - its text is what is checked
+        outputs += [str(exc), repr(exc)]
+    finally:
+        await bad.close()
+    captured = capsys.readouterr()
+    mine = [r for r in caplog.records if not r.name.startswith("tests.")]  # the fake Discord may log its own secrets
+    outputs += [str(out), captured.out, captured.err] + [r.getMessage() for r in mine]
+    outputs += [p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file() and "fake" not in p.parts[-2]]
+    assert len(mine) > 20  # the logs were really captured
+    for secret in secrets:
+        leaks = [o for o in outputs if secret in o]
+        assert not leaks, f"a secret leaked into: {leaks[0][:300]}"
+
+
 # ---------------------------------------------------------------------------- live (opt-in)
 
 

@@ -224,6 +224,42 @@ def test_interims_are_shed_when_final_decodes_back_up():
     assert len({l.speaker_id for l in lines.lines}) == 8  # every speaker's final line came out
 
 
+def test_interims_take_at_most_their_duty_share_of_a_core():
+    """However many people talk, the interim worker rests after each decode (AUDIO_INTERIM_DUTY)."""
+
+    class Timed(Scripted):
+        text = "still talking"
+        busy: list[float] = []
+
+        def transcribe(self, pcm):
+            began = time.monotonic()
+            time.sleep(0.1)
+            if threading.current_thread().name == "dvm-interim":
+                type(self).busy.append(time.monotonic() - began)
+            return type("R", (), {"text": self.text})()
+
+    s = live_settings(workers=1, engine=EngineConfig(threads=1), interim_after_ms=200, interim_interval_ms=200,
+                      interim_duty=0.25, silence_timeout_ms=100_000, buffer_duration_s=1e6)
+    pipeline = Pipeline(Timed, None, s)
+    call = Call(pipeline, settle=False)
+    pipeline.start()
+    audio = loadtest.frames(loadtest.to_discord_pcm(read_audio(clip("en-jfk"))))
+    began = time.monotonic()
+    try:
+        for frame in audio:  # four people talking at once, about twice real time
+            call.now += FRAME_S
+            for speaker in range(4):
+                pipeline.feed("s", f"v{speaker}", f"v{speaker}", frame)
+            time.sleep(0.01)
+        wall = time.monotonic() - began
+    finally:
+        pipeline.stop(drain=False)
+    busy = sum(Timed.busy)
+    assert len(Timed.busy) >= 3
+    assert busy / wall <= 0.25 + 0.1 / wall + 0.05, (busy, wall)  # the share, plus one decode in flight
+    assert pipeline.live_stats()["interim"]["duty"] == 0.25
+
+
 @pytest.mark.parametrize("lend", [True, False])
 def test_a_lone_decode_borrows_the_idle_workers_threads(lend):
     Scripted.threads_seen = []

@@ -142,12 +142,16 @@ def cmd_gate(args) -> int:
             options = bench.BenchOptions(quick=True, concurrency=False)
             print("running the quick matrix for the gate ...", file=sys.stderr)
             current = bench.run(options, Path(tmp), profile)
-    verdict = gate.compare(baseline, current, rtf_threshold=args.threshold, wer_tolerance=args.wer_tolerance)
+    verdict = gate.compare(baseline, current, rtf_threshold=args.threshold, wer_tolerance=args.wer_tolerance,
+                           busy_cores=args.busy_cores)
     if args.json:
         from dataclasses import asdict
 
         print_json({"ok": verdict.ok, "platform_id": verdict.platform_id, "calibration_ratio": verdict.calibration_ratio,
+                    "speed_judged": verdict.speed_judged, "foreign_cores": verdict.foreign_cores,
                      "regressions": [asdict(f) for f in verdict.regressions], "checked": [asdict(f) for f in verdict.checked]})
     else:
         print(gate.render(verdict))
-    return 0 if verdict.ok else 1
+    if not verdict.ok:
+        return 1
+    return 0 if verdict.speed_judged else gate.EXIT_NOT_JUDGED

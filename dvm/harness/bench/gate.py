@@ -28,6 +28,10 @@ from dvm.harness.bench.report import load_run
 
 DEFAULT_RTF_THRESHOLD = 0.10
 DEFAULT_WER_TOLERANCE = 0.005
+# Speed is not judged when other processes kept more than this many cores busy during a cell
+# (measured per cell by dvm.harness.bench.load): one extra busy process on a 2-core machine reads ~1.0.
+DEFAULT_BUSY_CORES = 0.5
+EXIT_NOT_JUDGED = 3
 
 _KERNEL = """
 import time, numpy as np
@@ -72,6 +76,8 @@ class Verdict:
     regressions: list[Finding] = field(default_factory=list)
     checked: list[Finding] = field(default_factory=list)
     calibration_ratio: float | None = None
+    foreign_cores: float | None = None  # the most other processes used during any cell of this run
+    speed_judged: bool = True  # False: the machine was busy, RTF findings are shown but not judged
 
     @property
     def ok(self) -> bool:
@@ -87,8 +93,15 @@ def _cells_by_id(run: dict, label: str) -> dict[str, dict]:
     return out
 
 
+def busiest(run: dict) -> float | None:
+    """The most cores other processes used during any cell of a run (None where not measured)."""
+    values = [(cell.get("machine_load") or {}).get("foreign_cores") for cell in run["cells"]]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
 def compare(baseline: dict, current: dict, rtf_threshold: float = DEFAULT_RTF_THRESHOLD,
-            wer_tolerance: float = DEFAULT_WER_TOLERANCE) -> Verdict:
+            wer_tolerance: float = DEFAULT_WER_TOLERANCE, busy_cores: float = DEFAULT_BUSY_CORES) -> Verdict:
     if baseline["platform_id"] != current["platform_id"]:
         raise DvmError(f"baseline is for {baseline['platform_id']}, this run is {current['platform_id']}: not comparable")
     base_cells, cur_cells = _cells_by_id(baseline, "baseline"), _cells_by_id(current, "current")
@@ -97,7 +110,9 @@ def compare(baseline: dict, current: dict, rtf_threshold: float = DEFAULT_RTF_TH
         raise DvmError(f"current run lacks {len(missing)} baseline cell(s), e.g. {missing[0]}")
     base_cal, cur_cal = baseline.get("calibration_s"), current.get("calibration_s")
     scale = (cur_cal / base_cal) if base_cal and cur_cal else 1.0
-    verdict = Verdict(current["platform_id"], calibration_ratio=scale)
+    busy = busiest(current)
+    verdict = Verdict(current["platform_id"], calibration_ratio=scale, foreign_cores=busy,
+                      speed_judged=busy is None or busy <= busy_cores)
     for cell_id, base in base_cells.items():
         cur = cur_cells[cell_id]
         base_recs = {r["clip_id"]: r for r in base["records"]}
@@ -123,7 +138,7 @@ def compare(baseline: dict, current: dict, rtf_threshold: float = DEFAULT_RTF_TH
         finding = Finding(cell_id, "rtf", statistics.median(r["min_rtf"] for r in base_recs.values()),
                           statistics.median(r["min_rtf"] for r in cur_recs.values()), ratio - 1.0, rtf_threshold)
         verdict.checked.append(finding)
-        if ratio > 1.0 + rtf_threshold:
+        if ratio > 1.0 + rtf_threshold and verdict.speed_judged:
             verdict.regressions.append(finding)
     return verdict
 
@@ -151,4 +166,7 @@ def render(verdict: Verdict) -> str:
         change = f"{f.change * 100:+.1f}%" if f.kind == "rtf" else f"{f.change:+.3f}"
         limit = f"{f.threshold * 100:.0f}%" if f.kind == "rtf" else f"{f.threshold:.3f}"
         lines.append(f"  {f.cell:58} {f.kind:13} {(f.clip or '(median)'):16} {f.baseline:9.4f} {f.current:9.4f} {change:>8} {limit:>7}")
+    if not verdict.speed_judged:
+        lines.append(f"speed: machine busy, not judged (other processes used up to {verdict.foreign_cores:.2f} cores "
+                     "during a cell); accuracy was judged")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 HOLD_SECONDS = 1.0
 HOLD_PACKETS = 50
 MAX_HELD_SSRCS = 64
+MAX_IGNORED_SSRCS = 1024  # video/RTX SSRCs remembered; the oldest are forgotten past this
 FAILURE_RUN = 36
 
 _COUNTERS = (
@@ -91,7 +92,7 @@ class Receiver:
         self._clock = clock
         self._lock = threading.RLock()
         self._users: dict[int, str] = {}
-        self._ignored: set[int] = set()
+        self._ignored: OrderedDict[int, None] = OrderedDict()  # an ordered set, bounded
         self._streams: dict[int, opus.OpusStream] = {}
         self._stream_user: dict[int, str] = {}
         self._held: OrderedDict[int, deque[tuple[float, int, bytes]]] = OrderedDict()
@@ -115,13 +116,15 @@ class Receiver:
             if self._stream_user.get(ssrc) not in (None, user_id):
                 self._streams.pop(ssrc, None)  # SSRC reused by someone else: a fresh decoder
             self._users[ssrc] = user_id
-            self._ignored.discard(ssrc)
+            self._ignored.pop(ssrc, None)
             self._replay(ssrc, user_id)
 
     def ignore_ssrc(self, ssrc: int) -> None:
         """A video / RTX SSRC (op 12 video_ssrc, rtx_ssrc): counted as non_opus and dropped."""
         with self._lock:
-            self._ignored.add(ssrc)
+            self._ignored[ssrc] = None
+            while len(self._ignored) > MAX_IGNORED_SSRCS:
+                self._ignored.popitem(last=False)
             self._drop_held(ssrc)
 
     def forget_user(self, user_id: str) -> None:
@@ -133,6 +136,7 @@ class Receiver:
                 self._streams.pop(ssrc, None)
                 self._stream_user.pop(ssrc, None)
             self._runs.pop(user_id, None)
+            self._per_user.pop(user_id, None)  # a long call's passers-by leave no counters behind
 
     # ---- the packet path ------------------------------------------------------------------
 

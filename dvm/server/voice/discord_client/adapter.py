@@ -12,6 +12,7 @@ import discord
 
 from dvm.server.voice.base import Sink, VoiceError
 from dvm.server.voice.discord_client import names as status_parts
+from dvm.server.voice.discord_client import redact
 from dvm.server.voice.discord_client.names import Names, where
 from dvm.server.voice.discord_client.patches import _VoiceClient
 from dvm.server.voice.discord_client.receive import VoiceReceive
@@ -79,6 +80,7 @@ class DiscordVoice:
             raise VoiceError("DISCORD_TOKEN is not set")
         if self._state.state is S.CLOSED:
             raise VoiceError("the Discord adapter was closed")
+        redact.install(self.token)  # discord.py logs gateway events, voice tokens included, at DEBUG
         await self._thread.start()
 
     async def join_user_channel(self, sink: Sink) -> dict:
