@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 
 import nox
@@ -131,48 +130,53 @@ def gate(session: nox.Session) -> None:
         session.run("dvm", "gate", "--baseline", baseline, run_dir + "-confirm", *session.posargs, success_codes=[0, 3])
 
 
-PERF_THRESHOLD = "0.25"  # on the calibration-normalised minimum; spread measured in results/<platform-id>/perf/README.md
+PERF_RUNS, PERF_BASELINE_RUNS = 3, 5  # processes per judged run / per recorded baseline (benchmarks/budget.py)
 
 
 @nox.session
 def perf(session: nox.Session) -> None:
     """Hot-path budgets (benchmarks/, pytest-benchmark) judged against results/<platform-id>/perf/baseline.json.
 
-    Each stage's minimum is divided by the calibration stage timed in the same run (benchmarks/budget.py),
-    so another machine of the same platform moves both. A stage fails past +PERF_THRESHOLD; a regression
-    is confirmed by a second run before the session fails, and a run during which other processes kept
-    the machine busy is reported "machine busy, not judged". `nox -s perf -- --update-baseline` records a
-    new baseline (commit it).
+    Each stage's minimum per process, median over PERF_RUNS processes, divided by the run's machine
+    factor (the geometric mean of all stages against the baseline), fails past the threshold in
+    benchmarks/budget.py; a regression is confirmed by a second set of runs before the session fails,
+    and runs during which other processes kept the machine busy are "machine busy, not judged".
+    `nox -s perf -- --update-baseline` records a new baseline from PERF_BASELINE_RUNS processes (commit it).
     """
     _install(session, "test,perf")
     platform = _platform_id(session)
     storage = f"results/{platform}/perf"
     baseline = f"{storage}/baseline.json"
     os.makedirs(storage, exist_ok=True)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from benchmarks import budget  # noqa: PLC0415 - stdlib only, importable once the project root is on sys.path
 
-    def measure(out: str) -> None:
-        session.run("pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-only",
-                    "--benchmark-columns=min,median,mean,stddev", "--benchmark-sort=name", f"--benchmark-json={out}")
+    def measure(tag: str, runs: int) -> list[str]:
+        paths = []
+        for i in range(runs):
+            paths.append(f"{storage}/{tag}-{i + 1}.json")
+            session.run("pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+                        "--benchmark-columns=min,median", "--benchmark-sort=name", f"--benchmark-json={paths[-1]}",
+                        silent=i > 0)
+        return paths
 
-    measure(f"{storage}/latest.json")
-    if "--update-baseline" in session.posargs:
-        shutil.copyfile(f"{storage}/latest.json", baseline)
+    update = "--update-baseline" in session.posargs
+    runs = measure("latest", PERF_BASELINE_RUNS if update else PERF_RUNS)
+    if update:
+        budget.main(["combine", baseline, *runs])
         session.log(f"recorded {baseline}: commit it")
         return
     if not os.path.exists(baseline):
         session.log(f"no perf baseline for {platform}; measured only. Record one with: nox -s perf -- --update-baseline")
         return
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmarks import budget  # noqa: PLC0415 - stdlib only, importable once the project root is on sys.path
 
-    def judged(current: str) -> int:
-        code = budget.main([current, baseline, "--threshold", PERF_THRESHOLD])
+    def judged(paths: list[str]) -> int:
+        code = budget.main(["judge", baseline, *paths])
         if code == budget.EXIT_INPUT:
-            session.error(f"perf: cannot judge {current} against {baseline}")
+            session.error(f"perf: cannot judge the runs against {baseline}")
         return code
 
-    if judged(f"{storage}/latest.json") == budget.EXIT_REGRESSION:
-        session.log("budget exceeded: confirming with a second, independent run")
-        measure(f"{storage}/latest-confirm.json")
-        if judged(f"{storage}/latest-confirm.json") == budget.EXIT_REGRESSION:
-            session.error("hot-path budget exceeded in two runs")
+    if judged(runs) == budget.EXIT_REGRESSION:
+        session.log("budget exceeded: confirming with a second, independent set of runs")
+        if judged(measure("confirm", PERF_RUNS)) == budget.EXIT_REGRESSION:
+            session.error("hot-path budget exceeded in two sets of runs")

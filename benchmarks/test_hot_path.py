@@ -25,23 +25,6 @@ def _packets(mode: str, payloads: list[bytes]) -> list[bytes]:
             for i, p in enumerate(payloads)]
 
 
-def test_calibration_kernel(benchmark):
-    """Not a stage: the yardstick the others are divided by (benchmarks/budget.py). A fixed mix of
-    interpreter work (the receive path is mostly Python) and a float32 matmul on one thread."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((96, 96), dtype=np.float32)
-
-    def kernel():
-        total = 0
-        for i in range(20_000):
-            total += i * i % 7
-        for _ in range(20):
-            a @ a
-        return total
-
-    assert benchmark(kernel) > 0
-
-
 def test_rtp_parse(benchmark, opus_second):
     packets = _packets(transport.XCHACHA, opus_second)
     benchmark(lambda: [rtp.parse(p) for p in packets])

@@ -29,3 +29,15 @@ def test_interim_lines_are_marked_and_follow_the_stored_ones():
     text = exports.to_text(session, lines, [{"start": 3.0, "speaker_name": "Bob", "text": "I think we", "interim": True}])
     assert text.index("Ann: Hello.") < text.index("Bob (interim): I think we")
     assert "(interim)" not in exports.to_text(session, lines)
+
+
+def test_interim_duty_is_a_share_of_one_core():
+    import pytest
+
+    from dvm.errors import DvmError
+
+    assert config.load(env={}).interim_duty == 0.5
+    assert config.load(env={"AUDIO_INTERIM_DUTY": "0.25"}).interim_duty == 0.25
+    for bad in ("0", "1.5", "-1"):
+        with pytest.raises(DvmError, match="AUDIO_INTERIM_DUTY must"):
+            config.load(env={"AUDIO_INTERIM_DUTY": bad})
