@@ -42,37 +42,19 @@ def planted(stage: str, fn):
     return slowed
 
 
-class _SessionLoad:
-    """CPU other processes used while the benchmarks ran (cores): /proc/stat busy time minus ours."""
-
-    def __init__(self):
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample():
-        from dvm.harness.bench.load import _cpu_jiffies
-
-        times = os.times()
-        return time.monotonic(), _cpu_jiffies(), times.user + times.system + times.children_user + times.children_system
-
-    def foreign_cores(self) -> float | None:
-        (w0, j0, o0), (w1, j1, o1) = self.start, self._sample()
-        if not j0 or not j1 or w1 <= w0:
-            return None
-        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
-        return max(0.0, (busy - (o1 - o0)) / (w1 - w0))
-
-
-_LOAD: dict[str, _SessionLoad] = {}  # one monitor per benchmark session
+_LOAD: dict = {}  # one monitor per benchmark session (dvm.harness.bench.load, counting this process as ours)
 
 
 def pytest_sessionstart(session):
-    _LOAD["session"] = _SessionLoad()
+    from dvm.harness.bench.load import LoadMonitor
+
+    _LOAD["session"] = LoadMonitor(include_self=True)
+    _LOAD["session"].start()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Recorded in the run's JSON: how busy the machine was, and any planted slowdown."""
-    machine_info["dvm_load"] = {"foreign_cores": _LOAD["session"].foreign_cores() if _LOAD else None,
+    machine_info["dvm_load"] = {"foreign_cores": _LOAD["session"].stop().get("foreign_cores") if _LOAD else None,
                                 "cpu_count": os.cpu_count(), "planted": os.environ.get(PLANT_ENV) or None}
 
 

@@ -122,7 +122,8 @@ class LiveCaptions:
         while True:
             with self._cond:
                 while self._running and (not self._interim_queue or time.monotonic() < rest_until):
-                    self._cond.wait(timeout=max(0.01, min(0.5, rest_until - time.monotonic())))
+                    resting = rest_until - time.monotonic()  # idle: wake on notify (or every 0.5 s), not by polling
+                    self._cond.wait(timeout=min(0.5, resting) if self._interim_queue and resting > 0 else 0.5)
                 if not self._running:
                     break
                 job = self._interim_queue.pop(next(iter(self._interim_queue)))

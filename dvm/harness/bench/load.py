@@ -28,21 +28,31 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class LoadMonitor:
-    """How much CPU *other* processes used while a cell ran (in cores), from /proc/stat minus our children."""
+def _self_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
-    def __init__(self):
+
+class LoadMonitor:
+    """How much CPU *other* processes used while a cell ran (in cores), from /proc/stat minus our children
+    (and minus this process itself with ``include_self``, for work measured in-process)."""
+
+    def __init__(self, include_self: bool = False):
+        self.include_self = include_self
         self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") and "SC_CLK_TCK" in os.sysconf_names else 100
 
     def start(self):
         self._jiffies = _cpu_jiffies()
-        self._children = _children_cpu()
+        self._ours_at_start = self._ours()
         self._wall = time.monotonic()
         self._load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
+    def _ours(self) -> float:
+        return _children_cpu() + (_self_cpu() if self.include_self else 0.0)
+
     def stop(self) -> dict:
         wall = time.monotonic() - self._wall
-        ours = _children_cpu() - self._children
+        ours = self._ours() - self._ours_at_start
         now = _cpu_jiffies()
         out = {"loadavg_1m_before": self._load, "wall_s": wall}
         if self._jiffies and now:
