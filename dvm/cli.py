@@ -39,6 +39,7 @@ def _add_probe(commands) -> None:
     p.add_argument("--json", action="store_true", help="stable JSON instead of the panel")
     p.add_argument("--no-engines", action="store_true", help="skip the engines' inference checks (fast)")
     p.add_argument("--no-cache", action="store_true", help="re-run the engines' inference checks instead of using the cache")
+    p.add_argument("--variant", help="check whisper.cpp through this build (e.g. cuda, from `nox -s build-whispercpp`) instead of the PyPI wheel")
     p.set_defaults(func="dvm.harness.probe.command:cmd_probe")
 
 
@@ -97,7 +98,11 @@ def _add_bench(commands) -> None:
     p.add_argument("--audio-ctx", nargs="+", help="full | fit | N (whispercpp)")
     p.add_argument("--variants", nargs="+", help="whisper.cpp builds: wheel (PyPI) and any built with `nox -s build-whispercpp`")
     p.add_argument("--repeats", type=_int_list, help="timed repeats per clip (default 5; quick 3)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="device of the faster-whisper cells (whisper.cpp GPU builds such as --variants cuda use their GPU anyway)")
     p.add_argument("--no-concurrency", action="store_true", help="skip the workers x threads serving runs")
+    p.add_argument("--workers", nargs="+", type=_int_list,
+                   help="worker processes of the serving runs, each with cores/W threads (default: 1 2 4 within the cores)")
     p.add_argument("--anchor", action="store_true", help="also time whisper.cpp's own whisper-cli on the same work (builds from nox -s build-whispercpp)")
     p.add_argument("--wer-budget", type=float, default=0.02, help="WER points above the best a chosen cell may lose (default 0.02)")
     p.add_argument("--out", help="run directory (default results/<platform-id>/run-<UTC time>)")

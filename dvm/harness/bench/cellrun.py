@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvm import cudalibs
 from dvm.harness.bench.load import LoadMonitor
 from dvm.harness.procout import last_line
 from dvm.harness.variants import registry
@@ -41,6 +42,8 @@ def _spawn(cell: Cell, job: dict, workdir: Path, tag: str) -> tuple[subprocess.P
     job_file, result_file = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     job_file.write_text(json.dumps(job))
     env = registry.subprocess_env(cell.variant) if cell.config.engine == "whispercpp" else dict(os.environ)
+    if cell.config.engine == "faster-whisper" and cell.config.device != "cpu":
+        env = cudalibs.child_env(env)  # cuBLAS/cuDNN from pip's NVIDIA wheels
     if cell.workers > 1:
         # several OpenMP thread teams busy-waiting on shared cores collapse (measured: 0.67 s -> 10-19 s);
         # passive waiting lets them share, and it is what `dvm serve` sets

@@ -85,6 +85,7 @@ def cmd_bench(args) -> int:
         clips_dir=args.clips, quick=args.quick, engines=args.engines, models=args.models, threads=args.threads,
         beams=args.beams, contexts=args.audio_ctx, quants=args.quants, variants=args.variants, repeats=args.repeats,
         concurrency=not args.no_concurrency, wer_budget=args.wer_budget, anchor=args.anchor, tiers=args.tiers,
+        device=args.device, workers=args.workers,
     )
     out_dir = Path(args.out) if args.out else _default_out_dir(platform_id)
     progress, on_start, on_cell = _bench_progress(args)

@@ -51,8 +51,11 @@ class Plan:
 
 
 def expand(engines: list[str], models: list[str], threads: list[int], beams: list[int], contexts: list[str],
-           whispercpp_quants: list[str], fw_quants: list[str], variants: list[str], language: str = "en") -> list[Cell]:
-    """The cross product, with each engine's own quantisation axis (and whisper.cpp's build variants)."""
+           whispercpp_quants: list[str], fw_quants: list[str], variants: list[str], language: str = "en",
+           device: str = "cpu") -> list[Cell]:
+    """The cross product, with each engine's own quantisation axis (and whisper.cpp's build variants).
+
+    ``device`` is faster-whisper's; whisper.cpp cells run where their build puts them (Cell)."""
     cells = []
     for engine, model, t, b in itertools.product(engines, models, threads, beams):
         if engine == "whispercpp":
@@ -60,7 +63,7 @@ def expand(engines: list[str], models: list[str], threads: list[int], beams: lis
                 cells.append(Cell(EngineConfig("whispercpp", model, quant, t, b, ctx, language), variant))
         elif engine == "faster-whisper":
             for quant in fw_quants:
-                cells.append(Cell(EngineConfig("faster-whisper", model, quant, t, b, "full", language)))
+                cells.append(Cell(EngineConfig("faster-whisper", model, quant, t, b, "full", language, device=device)))
         elif engine == "remote":  # the server decides weights and build; one cell per context policy
             for ctx in contexts:
                 cells.append(Cell(EngineConfig("remote", model, "f16", t, b, ctx, language)))
@@ -86,6 +89,8 @@ class BenchOptions:
     wer_budget: float = chooser.DEFAULT_WER_BUDGET
     anchor: bool = False  # also time whisper.cpp's own whisper-cli on the same work (where built)
     tiers: list[str] | None = None  # only clips of these tiers (None: all)
+    device: str = "cpu"  # faster-whisper's device: cpu | cuda
+    workers: list[int] | None = None  # worker counts of the serving runs (None: 1 2 4 within the cores)
 
 
 def default_clips_dir() -> Path:
@@ -152,7 +157,7 @@ def default_cells(quick: bool, cores: int, profile: dict | None = None) -> list[
         m = models.DEFAULT_MODEL
         return [wc(m, "f16", "full"), wc(m, "f16", "fit"), wc(m, "q8_0", "fit"), fw(m, "int8")]
     cells = []
-    built = [v for v in variants.installed_variants() if v != "cuda" or _has_cuda()]
+    built = [v for v in variants.usable_variants() if v != "cuda" or _has_cuda()]
     for m in available_models():
         cells += [wc(m, q, ctx) for q in ("f16", "q8_0") for ctx in ("full", "fit")]
         cells += [wc(m, "q8_0", "fit", threads=1), wc(m, "q8_0", "fit", beam=5)]
@@ -190,9 +195,14 @@ def plan(options: BenchOptions, profile: dict | None = None) -> Plan:
             whispercpp_quants=[q for q in quants if q in ("f16", "q8_0", "f32")] or ["f16", "q8_0"],
             fw_quants=[q for q in quants if q not in ("f16", "q8_0", "f32")] or ["int8"],
             variants=options.variants or ["wheel"],
+            device=options.device,
         )
     else:
         cells = default_cells(options.quick, cores, profile)
+        if options.device != "cpu":
+            for cell in cells:
+                if cell.config.engine == "faster-whisper":
+                    cell.config.device = options.device
     for cell in cells:
         if cell.config.engine == "whispercpp":
             variants.variant_path(cell.variant)  # fails early, with the build command, if a variant is missing

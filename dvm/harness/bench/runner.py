@@ -51,10 +51,14 @@ def add_anchors(cells: list[dict], the_plan: Plan) -> None:
         cell["anchor"] = {"clip": clip.id, "cli_warm_s": result["warm_s"], **wcpp_anchor.anchor_ratio(record["median_s"], result)}
 
 
-def concurrency_cells(winner: dict, cores: int) -> list[Cell]:
-    """Workers x threads for the winning configuration: within the cores, and one step beyond."""
+def concurrency_cells(winner: dict, cores: int, workers: list[int] | None = None) -> list[Cell]:
+    """Workers x threads for the winning configuration: within the cores, and one step beyond; or, with
+    ``workers``, those worker counts with cores/W threads each (a GPU cell's streams share one device)."""
     config = EngineConfig.from_dict(winner["config"])
-    shapes = sorted({(w, max(1, cores // w)) for w in (1, 2, 4) if w <= cores} | {(2, max(1, cores // 2) * 2)})
+    if workers:
+        shapes = sorted({(w, max(1, cores // w)) for w in workers if w >= 1})
+    else:
+        shapes = sorted({(w, max(1, cores // w)) for w in (1, 2, 4) if w <= cores} | {(2, max(1, cores // 2) * 2)})
     cells = []
     for workers, threads in shapes:
         cfg = EngineConfig.from_dict({**config.as_dict(), "threads": threads})
@@ -88,7 +92,7 @@ def _measure(options: BenchOptions, the_plan: Plan, run_data: dict, total: int, 
             choice = chooser.choose(run_data["cells"], options.wer_budget)
             if choice and options.concurrency:
                 speech = [c for c in the_plan.clips if c.text and c.timed]
-                for j, cell in enumerate(concurrency_cells(choice["cell"], cores), len(the_plan.cells) + 1):
+                for j, cell in enumerate(concurrency_cells(choice["cell"], cores, options.workers), len(the_plan.cells) + 1):
                     result = run_concurrent(cell, speech, workdir, repeats=1)
                     run_data["concurrency"].append(result)
                     if on_cell:
@@ -122,7 +126,7 @@ def run(options: BenchOptions, out_dir: Path, profile: dict, on_cell: OnCell | N
     the_plan = plan(options, profile)
     platform_id = _platform_id(profile)
     cores = os.cpu_count() or 2
-    shapes = len(concurrency_cells({"config": the_plan.cells[0].config.as_dict()}, cores)) if options.concurrency else 0
+    shapes = len(concurrency_cells({"config": the_plan.cells[0].config.as_dict()}, cores, options.workers)) if options.concurrency else 0
     total = len(the_plan.cells) + shapes
     if on_start:
         on_start(total)

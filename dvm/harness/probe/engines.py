@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dvm import paths
+from dvm import cudalibs
 from dvm.harness.procout import last_line
 from dvm.harness.wcpp_text import parse_system_info
 
@@ -173,7 +174,7 @@ def fasterwhisper_info() -> dict:
     info: dict = {"available": False, "reason": None, "package": "faster-whisper",
                   "version": _version("faster-whisper"),
                   "ctranslate2_version": None, "compute_types": {"cpu": [], "cuda": []}, "cuda_device_count": 0,
-                  "cuda_error": None, "devices": {}}
+                  "cuda_error": None, "cuda_libraries": None, "devices": {}}
     try:
         import ctranslate2  # noqa: PLC0415 - optional engine runtime
     except Exception as exc:  # noqa: BLE001 - reported as the reason in the result
@@ -192,6 +193,7 @@ def fasterwhisper_info() -> dict:
             ctranslate2.get_supported_compute_types("cuda")
     except Exception as exc:  # noqa: BLE001 - CTranslate2 says why CUDA is out
         info["cuda_error"] = str(exc)
+    info["cuda_libraries"] = cudalibs.report()
     return info
 
 
@@ -203,6 +205,8 @@ def check_in_child(engine: str, device: str, model: str, gpu_index: int = 0, exp
     """Run one check in a child process and turn its outcome into a device entry."""
     root = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    if engine == "faster-whisper" and device != "cpu":
+        env = cudalibs.child_env(env)  # cuBLAS/cuDNN from pip's NVIDIA wheels, as bench cells get them
     cmd = [sys.executable, "-m", "dvm.harness.probe.engine_check", engine, device, str(model), str(gpu_index)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
@@ -302,7 +306,11 @@ def _whispercpp_plan(info: dict, accel: dict) -> dict[str, tuple[str, Any]]:
 def _fasterwhisper_plan(info: dict, accel: dict) -> dict[str, tuple[str, Any]]:
     plan: dict[str, tuple[str, Any]] = {"cpu": ("check", (0, None))}
     error = info.get("cuda_error") or ""
-    if info["cuda_device_count"]:
+    libraries = info.get("cuda_libraries") or {}
+    if info["cuda_device_count"] and libraries.get("missing"):
+        why = f"CTranslate2 {info['ctranslate2_version']} opens {', '.join(libraries['required'])}; {libraries['hint']}"
+        plan["cuda"] = ("entry", device_entry("unavailable", why))
+    elif info["cuda_device_count"]:
         plan["cuda"] = ("check", (0, None))
     elif "not compiled with CUDA" in error or "CUDA support" in error:
         why = ("CTranslate2 was built without CUDA (its aarch64 and macOS wheels are CPU-only; "
@@ -310,6 +318,8 @@ def _fasterwhisper_plan(info: dict, accel: dict) -> dict[str, tuple[str, Any]]:
         plan["cuda"] = ("entry", device_entry("unavailable", why))
     else:
         why = (accel.get("cuda") or {}).get("reason") or error or "CTranslate2 sees no CUDA device"
+        if libraries.get("missing"):
+            why += f"; and with one it would need {libraries['hint']}"
         plan["cuda"] = ("entry", device_entry("unavailable", f"no CUDA device: {why}"))
     return plan
 

@@ -1,6 +1,6 @@
 """The command line of the variants room (``nox -s build-whispercpp`` and Dockerfile.whisper run it):
 
-    python -m dvm.harness.variants build native|avx2|openblas|vulkan|cuda|wheel ... [--jobs N] [--tools]
+    python -m dvm.harness.variants build native|avx2|openblas|vulkan|cuda|wheel ... [--jobs N] [--tools] [--python PATH]
     python -m dvm.harness.variants list
 """
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("names", nargs="+", choices=[WHEEL, *sorted(FLAGS)], help="'wheel' builds only the tools (with --tools)")
     b.add_argument("--jobs", type=int)
     b.add_argument("--tools", action="store_true", help="also build whisper-cli, whisper-bench, whisper-server into <variant>/bin")
+    b.add_argument("--python", help="build the extension for this Python interpreter (default: the running one)")
     sub.add_parser("list", help="list built variants")
     args = parser.parse_args(argv)
     try:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         print("the PyPI wheel needs no build (add --tools for whisper.cpp's own programs)", flush=True)
                     continue
-                build(name, args.jobs, tools=args.tools)
+                build(name, args.jobs, tools=args.tools, python=args.python)
         else:
             print(json.dumps(installed_variants(), indent=2))
     except DvmError as exc:

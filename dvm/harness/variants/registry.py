@@ -1,6 +1,6 @@
 """The registry of whisper.cpp builds: the variants' CMake flags, where built ones live, and the
-environment that makes a process use one. A leaf: it imports nothing from dvm but dvm.paths and
-dvm.errors (building is bindings.py and tools.py; the command line is __main__.py).
+environment that makes a process use one. A leaf: it imports nothing from dvm but dvm.paths,
+dvm.errors and dvm.cudalibs (building is bindings.py and tools.py; the command line is __main__.py).
 
 Source builds of whisper.cpp (through the pywhispercpp sdist) sit side by side with the PyPI wheel.
 Each variant is a pip ``--target`` directory under ``DVM_VARIANTS_DIR`` (default
@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from dvm import cudalibs
 from dvm.errors import DvmError
 from dvm.paths import dvm_home
 
@@ -36,14 +37,15 @@ FLAGS: dict[str, list[str]] = {
     "avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON"],
     "openblas": ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BLAS=ON", "-DGGML_BLAS_VENDOR=OpenBLAS"],
     "vulkan": ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_VULKAN=ON"],
-    "cuda": ["-DGGML_NATIVE=OFF", "-DGGML_CUDA=ON"],
+    # the CPU part (mel, fallback ops) as the avx2 variant; ggml ignores the x86 flags elsewhere
+    "cuda": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON", "-DGGML_CUDA=ON"],
     "neon": ["-DGGML_NATIVE=ON"],
 }
 # What a variant needs from the system, for an actionable error.
 NEEDS = {
     "openblas": "OpenBLAS headers (Debian/Ubuntu: libopenblas-dev)",
     "vulkan": "Vulkan headers, glslc and SPIR-V headers (Debian/Ubuntu: libvulkan-dev glslc spirv-headers)",
-    "cuda": "the CUDA toolkit (nvcc)",
+    "cuda": "the CUDA toolkit: DVM_CUDA_HOME/CUDA_HOME, nvcc on PATH, or the PyPI wheels (dvm installs them)",
 }
 
 
@@ -61,7 +63,28 @@ def variant_path(name: str) -> Path | None:
     path = variants_dir() / name
     if not (path / "build.json").exists():
         raise DvmError(f"whisper.cpp variant {name!r} is not built; run `nox -s build-whispercpp -- {name}`")
+    try:
+        meta = json.loads((path / "build.json").read_text())
+    except json.JSONDecodeError:
+        raise DvmError(f"whisper.cpp variant {name!r}: {path / 'build.json'} is unreadable; rebuild it") from None
+    mismatch = python_mismatch(meta)
+    if mismatch:
+        raise DvmError(f"whisper.cpp variant {name!r} {mismatch}; rebuild it here: python -m dvm.harness.variants build {name}")
     return path
+
+
+def python_mismatch(meta: dict) -> str | None:
+    """Why a built variant's extension cannot load in this interpreter, or None (older builds say nothing)."""
+    built_for = meta.get("python")
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if built_for and built_for != here:
+        return f"was built for CPython {built_for}, and this is {here}"
+    return None
+
+
+def usable_variants() -> dict[str, dict]:
+    """The built variants whose extension this interpreter can load."""
+    return {name: meta for name, meta in installed_variants().items() if not python_mismatch(meta)}
 
 
 def installed_variants() -> dict[str, dict]:
@@ -84,6 +107,8 @@ def subprocess_env(name: str, base: dict | None = None) -> dict[str, str]:
         # the shared libraries sit beside it in the target directory
         library_var = "DYLD_LIBRARY_PATH" if sys.platform == "darwin" else "PATH" if os.name == "nt" else "LD_LIBRARY_PATH"
         env[library_var] = _prepend(str(path), env.get(library_var))
+    if name == "cuda":  # libcudart/libcublas from pip's NVIDIA wheels (PyTorch's, say) where no toolkit is installed
+        env = cudalibs.child_env(env)
     if name == "vulkan":
         # ggml-vulkan skips CPU-type devices (lavapipe) unless told which device to use
         env.setdefault("GGML_VK_VISIBLE_DEVICES", "0")

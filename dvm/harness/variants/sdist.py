@@ -64,5 +64,21 @@ def sdist_file(member: str, version: str = VERSION) -> Path:
     return out
 
 
+def unpack(archive: Path, workdir: Path) -> Path:
+    """Unpack an sdist tarball with one top directory into ``workdir``; returns that directory."""
+    with tarfile.open(archive) as tar:
+        tops = {name.split("/", 1)[0] for name in tar.getnames()}
+        if len(tops) != 1:
+            raise DvmError(f"{archive} is not an sdist with one top directory ({sorted(tops)[:3]})")
+        try:
+            if hasattr(tarfile, "data_filter"):  # 3.11.4+: refuses absolute paths, '..' and links out of the tree
+                tar.extractall(workdir, filter="data")
+            else:  # pragma: no cover - older 3.11 patch releases
+                tar.extractall(workdir)
+        except tarfile.TarError as exc:
+            raise DvmError(f"could not unpack {archive}: {exc}") from exc
+    return Path(workdir) / tops.pop()
+
+
 def jfk_wav() -> Path:
     return sdist_file("whisper.cpp/samples/jfk.wav")

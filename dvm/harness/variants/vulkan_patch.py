@@ -26,7 +26,6 @@ GL_EXT_bfloat16). What is left against the 1.3.239 headers:
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,17 +190,10 @@ def patch_tree(whisper_cpp_dir: Path) -> list[str]:
 
 def extract_patched_sdist(archive: Path, workdir: Path) -> tuple[Path, list[str]]:
     """Unpack a pywhispercpp sdist tarball into ``workdir`` and patch it; returns (sdist dir, edits)."""
-    workdir = Path(workdir)
-    with tarfile.open(archive) as tar:
-        tops = {name.split("/", 1)[0] for name in tar.getnames()}
-        if len(tops) != 1:
-            raise VulkanPatchError(f"{archive} is not an sdist with one top directory ({sorted(tops)[:3]})")
-        try:
-            if hasattr(tarfile, "data_filter"):  # 3.11.4+: refuses absolute paths, '..' and links out of the tree
-                tar.extractall(workdir, filter="data")
-            else:  # pragma: no cover - older 3.11 patch releases
-                tar.extractall(workdir)
-        except tarfile.TarError as exc:
-            raise VulkanPatchError(f"could not unpack {archive}: {exc}") from exc
-    sdist_dir = workdir / tops.pop()
+    from dvm.harness.variants.sdist import unpack  # noqa: PLC0415 - sdist imports platformdirs; patching alone needs none
+
+    try:
+        sdist_dir = unpack(archive, Path(workdir))
+    except DvmError as exc:
+        raise VulkanPatchError(str(exc)) from None
     return sdist_dir, patch_tree(sdist_dir)
