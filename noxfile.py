@@ -55,17 +55,29 @@ def bench_quick(session: nox.Session) -> None:
 
 @nox.session(name="build-whispercpp")
 def build_whispercpp(session: nox.Session) -> None:
-    """Build whisper.cpp variants from the pywhispercpp sdist: -- native|avx2|openblas|vulkan|cuda|wheel ... [--no-tools]
+    """Build whisper.cpp variants from the pywhispercpp sdist: -- native|avx2|openblas|vulkan|cuda|wheel ... [--no-tools] [--python PATH]
 
     Each variant also gets whisper.cpp's own whisper-cli, whisper-bench and whisper-server (same sdist,
     same flags) in <variant>/bin; so does the PyPI wheel's flag set ("wheel"). --no-tools skips them.
+    `cuda` takes the CUDA toolkit from PyPI unless one is installed (DVM_CUDA_HOME, CUDA_HOME, nvcc on
+    PATH) and compiles for DVM_CUDA_ARCHS (default: the visible GPU's, else 86-real;90-real); its tools
+    come from the same build. --python PATH builds the extension for that interpreter (the lent GPU
+    machines run CPython 3.12): `nox -s build-whispercpp -- cuda --python python3.12`.
     """
     _install(session, "base")
-    tools = "--no-tools" not in session.posargs
-    names = [a for a in session.posargs if not a.startswith("--")] or ["native"]
+    args = list(session.posargs)
+    python = []
+    if "--python" in args:
+        at = args.index("--python")
+        if at + 1 >= len(args):
+            session.error("--python needs the interpreter's path")
+        python = ["--python", args[at + 1]]
+        del args[at:at + 2]
+    tools = "--no-tools" not in args
+    names = [a for a in args if not a.startswith("--")] or ["native"]
     if tools and "wheel" not in names:
         names.append("wheel")
-    session.run("python", "-m", "dvm.harness.variants", "build", *names, *(["--tools"] if tools else []))
+    session.run("python", "-m", "dvm.harness.variants", "build", *names, *(["--tools"] if tools else []), *python)
 
 
 @nox.session

@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def _part_mb(out: Path) -> int:
     from dvm.harness.gpukit import pack  # noqa: PLC0415 - pack's imports are for this machine only
 
-    free = 64 * 1024 * 1024 - pack.tree_bytes(REPO) - 512 * 1024
+    free = 64 * 1024 * 1024 - pack.tree_bytes(REPO) - 2 * 1024 * 1024  # room for the tree to grow a little
     return max(4, free // (1024 * 1024))
 
 

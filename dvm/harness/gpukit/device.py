@@ -28,6 +28,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from dvm import cudalibs
 from dvm.harness.gpukit import parts
 
 READY = ".ready"
@@ -77,6 +78,8 @@ class Runner:
             "DVM_VARIANTS_DIR": str(self.bundle / "variants"),
             "PYTHONUNBUFFERED": "1",
         })
+        # the image's PyTorch carries CUDA 13's runtime and cuBLAS as wheels: the variant's tools need them too
+        self.env = cudalibs.child_env(self.env)
 
     def say(self, line: str) -> None:
         stamp = f"[{time.time() - self.started:6.1f} s]"

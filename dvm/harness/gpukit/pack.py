@@ -21,11 +21,12 @@ from pathlib import Path
 
 from dvm.errors import DvmError
 from dvm.harness.gpukit import parts
+from dvm.harness.variants import registry
 from dvm.harness.procout import last_line
 
 # Present on the lent machines' image (KINDS.md's package list): numpy, rich, regex, click, requests,
 # tqdm, pandas, matplotlib, py-cpuinfo, nvidia-ml-py. What dvm's harness needs beyond those:
-DEVICE_WHEELS = ["pywhispercpp==1.5.1", "jiwer>=4.0", "rapidfuzz>=3", "whisper-normalizer>=0.1.12", "indic-numtowords",
+DEVICE_WHEELS = [registry.SDIST, "jiwer>=4.0", "rapidfuzz>=3", "whisper-normalizer>=0.1.12", "indic-numtowords",
                  "more-itertools", "text2num", "platformdirs>=4.2"]
 # faster-whisper on the GPU machine needs these too (about 85 MB): only with --faster-whisper
 FASTER_WHISPER_WHEELS = ["faster-whisper>=1.2.1,<2", "ctranslate2>=4.5", "av>=14", "onnxruntime>=1.14"]
@@ -94,8 +95,7 @@ def pack(out: Path, models: list[str], variant: str = "cuda", python_version: st
          clips_dir: Path | None = None, part_mb: int = PART_MB, faster_whisper: bool = False,
          progress=print) -> dict:
     """Build the bundle and cut it into parts under ``out``; returns the index."""
-    from dvm.harness import models as modelsmod  # noqa: PLC0415 - the registry loads platformdirs
-    from dvm.harness.variants import registry  # noqa: PLC0415 - as above
+    from dvm.harness import models as modelsmod  # noqa: PLC0415 - the model registry loads numpy
 
     started = time.time()
     built = registry.installed_variants().get(variant)

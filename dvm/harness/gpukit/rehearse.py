@@ -25,7 +25,8 @@ from dvm.harness.gpukit import pack, parts
 
 REPO = Path(__file__).resolve().parents[3]
 # The GPU machine's image has these (KINDS.md); the rehearsal's Python gets them and nothing else.
-IMAGE_PACKAGES = ["numpy", "rich", "regex", "click", "requests", "tqdm", "pandas", "matplotlib", "py-cpuinfo", "nvidia-ml-py"]
+IMAGE_PACKAGES = ["numpy", "rich", "regex", "click", "requests", "tqdm", "pandas", "matplotlib", "py-cpuinfo", "nvidia-ml-py",
+                  "nvidia-cuda-runtime>=13,<14", "nvidia-cublas>=13,<14"]  # the last two: PyTorch's CUDA 13 wheels there
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 1024 * 1024
 
 

@@ -58,8 +58,17 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
     with tempfile.TemporaryDirectory() as wheelhouse, tempfile.TemporaryDirectory() as srcdir:
         source = ["--no-binary", PACKAGE, SDIST]
         tree = None
-        if name == "cuda":  # built in a folder we keep until the tools are picked out of it
-            tree = sdist.unpack(sdist.sdist_archive(), Path(srcdir))
+        if name == "cuda":
+            # built in place in a folder kept until the build succeeds: the tools are picked out of it, and
+            # a build stopped late (a link error, an interrupt) resumes with the CUDA kernels already compiled
+            keep = variants_dir() / f"{name}.build"
+            tree = next(iter(sorted(keep.glob(f"{PACKAGE}-*"))), None) if keep.is_dir() else None
+            if tree is None:
+                shutil.rmtree(keep, ignore_errors=True)
+                keep.mkdir(parents=True)
+                tree = sdist.unpack(sdist.sdist_archive(), keep)
+            else:
+                print(f"resuming the build in {tree}", flush=True)
             source = [str(tree)]
         elif name == "vulkan":
             # whisper.cpp 1.8.5's Vulkan backend needs small edits to build against older Vulkan headers
@@ -84,6 +93,8 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
         (staging / "build.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
+        if tree is not None:
+            shutil.rmtree(tree.parent, ignore_errors=True)
     print(f"variant {name} ready in {target} ({meta['build_seconds']} s)", flush=True)
     if tools and name != "cuda":  # whisper-cli, whisper-bench, whisper-server from the same sdist and flags, into target/bin
         build_tools(name, jobs, extra_flags)

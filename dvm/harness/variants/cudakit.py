@@ -138,6 +138,9 @@ def build_env(root: Path, base: dict[str, str]) -> dict[str, str]:
     env["CUDACXX"] = str(root / "bin" / "nvcc")
     env["CUDAToolkit_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
+    # the linker finds libcublas.so.13 for the programs linked against libggml-cuda (a dependency of a
+    # dependency) through LD_LIBRARY_PATH: the wheels' lib folder is in no default search path
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(root / "lib"), env.get("LD_LIBRARY_PATH")]))
     return env
 
 
