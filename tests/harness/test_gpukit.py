@@ -150,3 +150,15 @@ def test_write_clips_makes_16k_wav_and_keeps_tiers(tmp_path):
     for clip in loaded:
         assert clip.text == source[clip.id].text
         assert abs(clip.seconds - source[clip.id].seconds) < 0.05
+
+
+def test_library_copies_become_links(tmp_path):
+    blob = os.urandom(4096)
+    for name in ("libggml-cuda.so", "libggml-cuda.so.0", "libggml-cuda.so.0.13.1", "libother.so.1", "libother.so.1.2"):
+        (tmp_path / name).write_bytes(blob if "cuda" in name else b"other")
+    (tmp_path / "libother.so.1").write_bytes(b"differs")
+    assert pack.link_library_copies(tmp_path) == 2 * len(blob)
+    assert os.readlink(tmp_path / "libggml-cuda.so") == "libggml-cuda.so.0.13.1"
+    assert os.readlink(tmp_path / "libggml-cuda.so.0") == "libggml-cuda.so.0.13.1"
+    assert not (tmp_path / "libother.so.1").is_symlink()  # not a copy: left alone
+    assert (tmp_path / "libggml-cuda.so.0").read_bytes() == blob
