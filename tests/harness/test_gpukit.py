@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,38 @@ def test_device_status_reads_the_probe():
     ok, why = device._device_status(profile, "faster-whisper", "cuda")
     assert not ok and why == "unavailable: missing libcublas.so.12"
     assert device._device_status({}, "whispercpp", "cuda") == (False, "not reported: the probe gave no reason")
+    missing = {"engines": {"faster-whisper": {"available": False, "reason": "ctranslate2 not importable", "devices": {"cpu": {}}}}}
+    assert device._device_status(missing, "faster-whisper", "cuda") == (False, "unavailable: ctranslate2 not importable")
+
+
+def _runner(tmp_path) -> device.Runner:
+    (tmp_path / "root" / "bundle").mkdir(parents=True)
+    (tmp_path / "root" / "bundle" / "bundle.json").write_text(json.dumps({"variant": "cuda", "models": []}))
+    return device.Runner(tmp_path / "root", tmp_path / "out", REPO)
+
+
+def test_a_step_over_its_time_gets_ctrl_c_and_keeps_what_it_finished(tmp_path):
+    """A bench past the budget is interrupted as Ctrl-C would (it saves its finished cells); exit 124."""
+    runner = _runner(tmp_path)
+    saved = tmp_path / "saved"
+    child = ("import sys, time\nprint('cell 1 done', flush=True)\ntry:\n    time.sleep(60)\n"
+             "except KeyboardInterrupt:\n    open(sys.argv[1], 'w').write('finished cells')\n    sys.exit(130)\n")
+    began = time.monotonic()
+    code = runner.step("slow bench", ["-c", child, str(saved)], timeout=1.0)
+    runner.close()
+    assert code == 124 and time.monotonic() - began < 30
+    assert saved.read_text() == "finished cells"
+    log = (tmp_path / "out" / "gpu-bench.log").read_text()
+    assert "cell 1 done" in log and "over its 1 s, interrupted" in log
+    assert runner.steps == [{"step": "slow bench", "exit": 124, "seconds": runner.steps[0]["seconds"]}]
+
+
+def test_a_step_keeps_only_the_tail_it_asks_for(tmp_path):
+    runner = _runner(tmp_path)
+    code = runner.step("quantize", ["-c", "for i in range(50): print(f'tensor {i}')"], tail=2)
+    runner.close()
+    log = (tmp_path / "out" / "gpu-bench.log").read_text()
+    assert code == 0 and "tensor 48" in log and "tensor 49" in log and "tensor 47" not in log
 
 
 def test_collect_puts_returned_files_under_the_gpu_platform(tmp_path):

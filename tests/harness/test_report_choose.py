@@ -175,3 +175,18 @@ def test_tables_show_a_column_per_tier(tmp_path):
     picked = choose.choose(run["cells"])
     data = __import__("tomllib").loads(choose.render_toml("p", picked, None, None))
     assert data["figures"]["wer_real"] == pytest.approx(0.2) and "real-speech" in data["figures"]["wer_basis"]
+
+
+def test_a_gpu_cell_that_ran_on_the_cpu_says_so_and_gets_the_cpu_claim():
+    """A CUDA build with no GPU answering falls back to the CPU: its row must not pass for a GPU row."""
+    fallback = cell("whispercpp[cuda]/tiny.en/f16/t2/b1/ctx-fit/gpu", 0.03, 0.0)
+    fallback["config"]["device"] = "gpu"
+    on_gpu = cell("whispercpp[cuda]/tiny.en/q8_0/t2/b1/ctx-fit/gpu", 0.004, 0.0)
+    on_gpu["config"]["device"], on_gpu["info"]["device"], on_gpu["vram_mb"] = "gpu", "cuda", 412.0
+    md = report.markdown([run_file([fallback, on_gpu], platform="linux-x86_64-avx512")])
+    lines = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| linux-")}
+    assert "whispercpp[cuda]/tiny.en/f16/t2/b1/ctx-fit/gpu (ran on cpu)" in lines
+    assert "whispercpp[cuda]/tiny.en/q8_0/t2/b1/ctx-fit/gpu" in lines  # ran where it asked: no remark
+    assert "| 0.200 |" in lines["whispercpp[cuda]/tiny.en/f16/t2/b1/ctx-fit/gpu (ran on cpu)"]  # the seed's CPU claim
+    assert "| 0.050 |" in lines["whispercpp[cuda]/tiny.en/q8_0/t2/b1/ctx-fit/gpu"]  # the seed's CUDA claim
+    assert "VRAM MB" in md and lines["whispercpp[cuda]/tiny.en/q8_0/t2/b1/ctx-fit/gpu"].endswith("| 412 |")

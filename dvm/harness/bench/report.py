@@ -106,6 +106,7 @@ def summarize_cell(cell: dict) -> dict:
         "cell": cell.get("cell_id"), "engine": cfg.get("engine"), "variant": cell.get("variant"),
         "model": cfg.get("model"), "quant": cfg.get("quant"), "threads": cfg.get("threads"),
         "beam": cfg.get("beam_size"), "audio_ctx": cfg.get("audio_ctx"), "device": (cell.get("info") or {}).get("device", cfg.get("device")),
+        "requested_device": cfg.get("device"),
     }
     if "error" in cell:
         row["error"] = cell["error"]
@@ -173,6 +174,14 @@ def frame(runs: list[dict]):
     return table.sort_values(sort_key, na_position="last").reset_index(drop=True)
 
 
+def label(row) -> str:
+    """The configuration as the tables show it: a GPU cell that ran on the CPU (the build's fallback
+    when no GPU answered) says so, since its cell id names the GPU."""
+    requested, ran = row.get("requested_device"), row.get("device")
+    fallback = isinstance(requested, str) and requested != "cpu" and ran == "cpu"
+    return f"{row.get('cell')} (ran on cpu)" if fallback else str(row.get("cell"))
+
+
 def _fmt(value, digits=3):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -193,16 +202,19 @@ def markdown(runs: list[dict]) -> str:
     columns = _COLUMNS[:6] + ["wer"] + tiers + _COLUMNS[7:]
     if not table.empty and "rtf_long" in table.columns and table["rtf_long"].notna().any():
         columns.insert(columns.index("hallucination_wps"), "rtf_long")
+    if not table.empty and "vram_mb" in table.columns and table["vram_mb"].notna().any():
+        columns.append("vram_mb")
     names = {"platform": "platform", "cell": "configuration", "median_rtf": "median RTF", "claimed_rtf": "seed's claimed RTF",
              "min_rtf": "min RTF", "spread": "spread", "wer": "WER", "hallucination_wps": "halluc. w/s", "rtf_long": "RTF long-form",
-             "median_s_10s": "s per 10 s clip", "load_s": "load s", "peak_rss_mb": "peak RSS MB"}
+             "median_s_10s": "s per 10 s clip", "load_s": "load s", "peak_rss_mb": "peak RSS MB", "vram_mb": "VRAM MB"}
     lines = ["| " + " | ".join(names.get(c, f"WER {c[4:]}") for c in columns) + " |", "|" + "---|" * len(columns)]
     for _, r in table.iterrows():
         if isinstance(r.get("error"), str):
             lines.append(f"| {r['platform']} | {r['cell']} | error: {r['error']} |" + " |" * (len(columns) - 3))
             continue
-        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("spread", "load_s") else 0 if c == "peak_rss_mb" else 3)
-                                        if c not in ("platform", "cell") else str(r.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("spread", "load_s") else 0 if c in ("peak_rss_mb", "vram_mb") else 3)
+                                        if c not in ("platform", "cell") else str(r.get(c)) if c == "platform" else label(r)
+                                        for c in columns) + " |")
     lines.append("")
     basis = next((r.get("wer_basis") for _, r in table.iterrows() if isinstance(r.get("wer_basis"), str)), None) if not table.empty else None
     lines.append("RTF = processing seconds / audio seconds (median over the timed clips of each clip's median of repeats). "
@@ -218,10 +230,13 @@ def markdown(runs: list[dict]) -> str:
     if conc:
         lines += ["", "| platform | configuration | workers × threads | throughput (× real time) | latency p50 s | latency p95 s |", "|---|---|---|---|---|---|"]
         for run in runs:
+            # serving runs report no device of their own: one of a variant whose cells fell back to the CPU did too
+            fell_back = {r.get("variant") for r in (summarize_cell(c) for c in run["cells"]) if label(r) != str(r.get("cell"))}
             for c in run.get("concurrency", []):
                 if "error" in c:
                     continue
-                lines.append(f"| {run['platform_id']} | {c['cell_id']} | {c['workers']} × {c['config']['threads']} | "
+                name = c["cell_id"] + (" (ran on cpu)" if c.get("variant") in fell_back and c["config"].get("device", "cpu") != "cpu" else "")
+                lines.append(f"| {run['platform_id']} | {name} | {c['workers']} × {c['config']['threads']} | "
                              f"{_fmt(c['throughput_x_realtime'], 1)} | {_fmt(c['latency_p50_s'])} | {_fmt(c['latency_p95_s'])} |")
     return "\n".join(lines) + "\n"
 
@@ -288,7 +303,7 @@ def render_terminal(runs: list[dict], console) -> None:
         if r.get("error"):
             table.add_row(r["platform"], r["cell"], f"[red]{r['error']}[/red]", *[""] * (len(headers) - 3))
             continue
-        table.add_row(r["platform"], r["cell"], _fmt(r["median_rtf"]), _fmt(r["claimed_rtf"], 2), _fmt(r["wer"]),
+        table.add_row(r["platform"], label(r), _fmt(r["median_rtf"]), _fmt(r["claimed_rtf"], 2), _fmt(r["wer"]),
                       *[_fmt(r.get(f"wer_{t}")) for t in tiers], _fmt(r["hallucination_wps"], 2), _fmt(r["load_s"], 2),
                       _fmt(r["peak_rss_mb"], 0))
     console.print(table)

@@ -49,13 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", nargs="+", type=int, default=[1, 8], help="concurrent streams of the serving runs")
     p.add_argument("--cpu-threads", type=int, help="threads of the CPU reference row (default: min(8, cores))")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds the steps may take in all (default 480: the device tool stops a command at 600)")
     p = sub.add_parser("collect", help="(here) copy a device run's files into results/<platform-id>/")
     p.add_argument("files", type=Path, help="the folder the device tool put the returned files in")
     p.add_argument("--results", type=Path, default=REPO / "results")
     return parser
 
 
-def _part_mb(out: Path) -> int:
+def _part_mb() -> int:
     from dvm.harness.gpukit import pack  # noqa: PLC0415 - pack's imports are for this machine only
 
     free = 64 * 1024 * 1024 - pack.tree_bytes(REPO) - 2 * 1024 * 1024  # room for the tree to grow a little
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             from dvm.harness.gpukit import pack  # noqa: PLC0415 - this machine only
 
             index = pack.pack(args.out, args.models, args.variant, args.python_version, args.tiers,
-                              part_mb=args.part_mb or _part_mb(args.out), faster_whisper=args.faster_whisper)
+                              part_mb=args.part_mb or _part_mb(), faster_whisper=args.faster_whisper)
             _print_plan(index, args.out)
         elif args.command == "plan":
             _print_plan(parts.read_index(args.out), args.out)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gpukit: error: nothing staged in {args.root}; run `stage` with every part first", file=sys.stderr)
                 return 2
             summary = device.run(args.root, args.out, REPO, repeats=args.repeats, workers=tuple(args.workers),
-                                 cpu_threads=args.cpu_threads)
+                                 cpu_threads=args.cpu_threads, budget_s=args.budget or device.BUDGET_S)
             failed = [s["step"] for s in summary["steps"] if s["exit"] != 0]
             return 1 if failed else 0
         elif args.command == "collect":

@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +34,14 @@ from dvm import cudalibs
 from dvm.harness.gpukit import parts
 
 READY = ".ready"
+# The device tool kills a command at 600 s and then returns only what is already in OUT: the run stops
+# its steps by this many seconds (a bench interrupted with SIGINT keeps its finished cells) and keeps
+# the rest for the tables.
+BUDGET_S = 480
+REPORT_RESERVE_S = 30
+# Set by the rehearsal (no GPU): the CUDA bench still runs, on these tiers, through the CUDA build's CPU
+# fallback, so the exact command the GPU will get is exercised; its rows say they ran on the CPU.
+REHEARSAL_TIERS_ENV = "DVM_GPUKIT_REHEARSAL_TIERS"
 
 
 def stage(source: Path, root: Path, python: str | None = None) -> tuple[bool, str]:
@@ -61,7 +71,7 @@ def stage(source: Path, root: Path, python: str | None = None) -> tuple[bool, st
 class Runner:
     """Runs the steps, logs everything to OUT/gpu-bench.log and the terminal, and times each step."""
 
-    def __init__(self, root: Path, out: Path, repo: Path, python: str | None = None):
+    def __init__(self, root: Path, out: Path, repo: Path, python: str | None = None, budget_s: float = BUDGET_S):
         self.root, self.out, self.repo = root, out, repo
         self.python = python or sys.executable
         self.bundle = root / "bundle"
@@ -71,6 +81,7 @@ class Runner:
         self.log = open(out / "gpu-bench.log", "a", encoding="utf-8")  # closed in close()
         self.steps: list[dict] = []
         self.started = time.time()
+        self.deadline = self.started + budget_s
         self.env = dict(os.environ)
         self.env.update({
             "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "site"), str(repo), os.environ.get("PYTHONPATH")])),
@@ -87,31 +98,48 @@ class Runner:
         self.log.write(f"{stamp} {line}\n")
         self.log.flush()
 
-    def step(self, name: str, args: list[str], stdout_to: Path | None = None, timeout: float | None = None) -> int:
-        """One dvm child process; its output goes to the log (and to ``stdout_to`` if given)."""
+    def left(self, reserve: float = 0.0) -> float:
+        """Seconds of the budget left, less ``reserve``."""
+        return self.deadline - reserve - time.time()
+
+    def step(self, name: str, args: list[str], stdout_to: Path | None = None, timeout: float | None = None,
+             tail: int | None = None) -> int:
+        """One dvm child process; its output goes to the log (and to ``stdout_to`` if given; only its last
+        ``tail`` lines if given). Past ``timeout`` it gets SIGINT, as from Ctrl-C (a bench saves its finished
+        cells), then SIGKILL 20 s later; its exit is 124 then."""
         self.say(f"{name}: {' '.join(args)}")
         began = time.time()
         sink = open(stdout_to, "w", encoding="utf-8") if stdout_to else None  # closed below
+        process = subprocess.Popen([self.python, *args], env=self.env, cwd=self.repo, text=True, start_new_session=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT if sink is None else subprocess.PIPE)
+        fired = threading.Event()
+        watchdog = threading.Timer(timeout, _interrupt, (process, fired)) if timeout is not None else None
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
         try:
-            process = subprocess.Popen([self.python, *args], env=self.env, cwd=self.repo, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT if sink is None else subprocess.PIPE)
             if sink is not None:
-                out, err = process.communicate(timeout=timeout)
+                out, err = process.communicate()
                 sink.write(out)
-                for line in err.splitlines():
-                    self.say(f"  {line}")
+                lines = err.splitlines()
             else:
+                lines = []
                 for line in process.stdout:
-                    self.say(f"  {line.rstrip()}")
-                process.wait(timeout=timeout)
-            code = process.returncode
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            code = 124
+                    if tail is None:
+                        self.say(f"  {line.rstrip()}")
+                    else:
+                        lines = [*lines[-tail + 1:], line.rstrip()] if tail > 1 else [line.rstrip()]
+                process.wait()
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if sink is not None:
                 sink.close()
+        for line in lines:
+            self.say(f"  {line}")
+        code = 124 if fired.is_set() else process.returncode
+        if fired.is_set():
+            self.say(f"{name}: over its {timeout:.0f} s, interrupted")
         seconds = round(time.time() - began, 1)
         self.steps.append({"step": name, "exit": code, "seconds": seconds})
         self.say(f"{name}: exit {code} in {seconds} s")
@@ -119,6 +147,21 @@ class Runner:
 
     def close(self) -> None:
         self.log.close()
+
+
+def _interrupt(process: subprocess.Popen, fired: threading.Event) -> None:
+    """SIGINT to the step's process group (as Ctrl-C would), SIGKILL if it is still running 20 s later."""
+    fired.set()
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _models(runner: Runner) -> list[str]:
@@ -134,7 +177,7 @@ def _models(runner: Runner) -> list[str]:
         q8 = models_dir / f"ggml-{plain}-q8_0.bin"
         if quantize.is_file() and not q8.exists():
             code = runner.step(f"quantize {plain}", ["-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
-                                                      str(quantize), str(source), str(q8), "q8_0"])
+                                                      str(quantize), str(source), str(q8), "q8_0"], tail=2)
             if code == 0 and q8.exists():
                 files.append(q8)
         elif q8.exists():
@@ -157,16 +200,20 @@ def _probe(runner: Runner) -> dict:
 
 
 def _device_status(profile: dict, engine: str, device: str) -> tuple[bool, str]:
-    entry = (((profile.get("engines") or {}).get(engine) or {}).get("devices") or {}).get(device) or {}
+    found = (profile.get("engines") or {}).get(engine) or {}
+    entry = (found.get("devices") or {}).get(device) or {}
     if entry.get("status") == "usable":
         return True, f"usable ({entry.get('backend') or device}, test inference {entry.get('seconds')} s)"
+    if not entry and found.get("available") is False:  # the engine itself is missing: its reason says why
+        return False, f"unavailable: {found.get('reason') or 'not installed'}"
     return False, f"{entry.get('status') or 'not reported'}: {entry.get('reason') or 'the probe gave no reason'}"
 
 
 def run(root: Path, out: Path, repo: Path, repeats: int = 3, workers: tuple[int, ...] = (1, 8), python: str | None = None,
-        cpu_threads: int | None = None) -> dict:
-    """All steps; returns the summary written to OUT/summary.json."""
-    runner = Runner(root, out, repo, python)
+        cpu_threads: int | None = None, budget_s: float = BUDGET_S) -> dict:
+    """All steps within ``budget_s``; returns the summary written to OUT/summary.json."""
+    runner = Runner(root, out, repo, python, budget_s)
+    rehearsal = [t for t in os.environ.get(REHEARSAL_TIERS_ENV, "").split(",") if t]
     summary: dict = {"bundle": runner.meta, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         names = _models(runner)
@@ -184,24 +231,31 @@ def run(root: Path, out: Path, repo: Path, repeats: int = 3, workers: tuple[int,
         common = ["--clips", clips, "--repeats", str(repeats), "--models", *names]
         runs = runner.root / "runs"
         shutil.rmtree(runs, ignore_errors=True)
-        if cuda_ok:
-            runner.step("bench whisper.cpp cuda", ["-m", "dvm.cli", "bench", *common, "--engines", "whispercpp",
-                                                   "--variants", runner.variant, "--quants", "f16", "q8_0",
+        if cuda_ok or rehearsal:
+            if not cuda_ok:
+                runner.say(f"rehearsal: the CUDA bench runs anyway on tiers {' '.join(rehearsal)}, on the CUDA build's CPU fallback")
+            runner.step("bench whisper.cpp cuda", ["-m", "dvm.cli", "bench", *common, *(["--tiers", *rehearsal] if not cuda_ok else []),
+                                                   "--engines", "whispercpp", "--variants", runner.variant, "--quants", "f16", "q8_0",
                                                    "--audio-ctx", "fit", "full", "--threads", "4",
-                                                   "--workers", *map(str, workers), "--out", str(runs / "whispercpp-cuda")])
+                                                   "--workers", *map(str, workers), "--out", str(runs / "whispercpp-cuda")],
+                        timeout=runner.left(reserve=REPORT_RESERVE_S + 90))  # 90 s: the CPU row after it
         else:
             runner.say("CUDA rows skipped: whisper.cpp's CUDA build is not usable here (above)")
-        if fw_ok:
+        if fw_ok and runner.left(REPORT_RESERVE_S + 90) > 30:
             runner.step("bench faster-whisper cuda", ["-m", "dvm.cli", "bench", *common, "--engines", "faster-whisper",
                                                       "--device", "cuda", "--quants", "float16", "int8_float16",
                                                       "--threads", "4", "--workers", *map(str, workers),
-                                                      "--out", str(runs / "faster-whisper-cuda")])
+                                                      "--out", str(runs / "faster-whisper-cuda")],
+                        timeout=runner.left(reserve=REPORT_RESERVE_S + 90))
+        elif fw_ok:
+            runner.say("faster-whisper CUDA rows skipped: the time budget is spent")
         else:
             runner.say("faster-whisper CUDA rows skipped (above)")
         threads = cpu_threads or min(8, os.cpu_count() or 2)
         runner.step("bench cpu reference", ["-m", "dvm.cli", "bench", *common, "--engines", "whispercpp", "--variants", "wheel",
                                             "--quants", "q8_0", "--audio-ctx", "fit", "--threads", str(threads),
-                                            "--no-concurrency", "--out", str(runs / "whispercpp-cpu")])
+                                            "--no-concurrency", "--out", str(runs / "whispercpp-cpu")],
+                    timeout=max(30.0, runner.left(reserve=REPORT_RESERVE_S)))
         run_dirs = sorted(str(p.parent) for p in runs.glob("*/results.json"))
         if run_dirs:
             runner.step("table md", ["-m", "dvm.cli", "report", *run_dirs, "--format", "md"], stdout_to=out / "table.md")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from dvm.errors import DvmError, report
-from dvm.harness.gpukit import pack, parts
+from dvm.harness.gpukit import device, pack, parts
 
 REPO = Path(__file__).resolve().parents[3]
 # The GPU machine's image has these (KINDS.md); the rehearsal's Python gets them and nothing else.
@@ -59,6 +59,10 @@ def image_venv(base_python: str, folder: Path) -> str:
     return str(python)
 
 
+# the CUDA bench's command runs here too, on the CUDA build's CPU fallback, over these tiers (2 cores: keep it short)
+CUDA_TIERS = ["silence", "tts"]
+
+
 def rehearse(parts_dir: Path, work: Path, repeats: int = 1) -> dict:
     started = time.time()
     index = parts.read_index(parts_dir)
@@ -68,7 +72,7 @@ def rehearse(parts_dir: Path, work: Path, repeats: int = 1) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", device.REHEARSAL_TIERS_ENV: ",".join(CUDA_TIERS)}
     for key in ("DVM_HOME", "DVM_VARIANTS_DIR", "VIRTUAL_ENV"):
         env.pop(key, None)  # the GPU machine has none of this machine's state
     for number, names in enumerate(calls, 1):
