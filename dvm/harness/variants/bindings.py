@@ -37,8 +37,10 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
     target = variants_dir() / name
     flags = FLAGS[name] + (extra_flags or [])
     if sys.platform.startswith("linux"):
-        # find libwhisper/libggml beside the extension, not in pip's temporary build folder
-        flags += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+        # find libwhisper/libggml beside the extension, not in pip's temporary build folder; cuda's tools
+        # come from this same build (see the module text): $ORIGIN/.. finds the libraries from bin/
+        rpath = "$ORIGIN;$ORIGIN/.." if name == "cuda" else "$ORIGIN"
+        flags += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", f"-DCMAKE_INSTALL_RPATH={rpath}"]
     env = dict(os.environ)
     python = python or sys.executable
     cuda: dict = {}
@@ -46,9 +48,7 @@ def build(name: str, jobs: int | None = None, extra_flags: list[str] | None = No
         root = cudakit.ensure_toolkit()
         archs = cudakit.cuda_archs()
         env = cudakit.build_env(root, env)
-        # the tools come from this same build (see the module text): $ORIGIN/.. finds the libraries from bin/
-        flags += [*cudakit.cmake_flags(archs), "-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/..",
-                  "-DWHISPER_BUILD_EXAMPLES=ON", "-DWHISPER_BUILD_SERVER=ON", "-DWHISPER_BUILD_TESTS=OFF",
+        flags += [*cudakit.cmake_flags(archs), "-DWHISPER_BUILD_EXAMPLES=ON", "-DWHISPER_BUILD_SERVER=ON", "-DWHISPER_BUILD_TESTS=OFF",
                   "-DWHISPER_SDL2=OFF", "-DWHISPER_CURL=OFF"]
         cuda = {"toolkit": str(root), "archs": archs}
     env["CMAKE_ARGS"] = " ".join(flags)
