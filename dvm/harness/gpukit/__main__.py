@@ -112,7 +112,15 @@ def _print_plan(index: dict, out: Path) -> None:
         carry = json.dumps([f"{rel}/{parts.INDEX}", *(f"{rel}/{n}" for n in names)])
         last = number == len(calls)
         command = "bash scripts/gpu-bench.sh all" if last else "bash scripts/gpu-bench.sh stage"
-        print(f"  call {number}: carry={carry} command={command!r}")
+        print(f"  call {number}: carry={carry} command={command!r} timeout_s={600 if last else 120}")
+    print(f"device time: about a minute to start, then {len(calls)} transfers of up to 64 MiB, then the run "
+          f"(its steps stop by {device_budget()} s); keep the calls back to back")
+
+
+def device_budget() -> int:
+    from dvm.harness.gpukit import device  # noqa: PLC0415 - standard library only, like this module
+
+    return int(device.BUDGET_S)
 
 
 def collect(files: Path, results: Path) -> str:
