@@ -130,7 +130,7 @@ def gate(session: nox.Session) -> None:
     first = session.run("dvm", "gate", "--baseline", baseline, run_dir, "--json", *session.posargs,
                         silent=True, success_codes=[0, 1, 3])
     verdict = json.loads(first[first.index("{"): first.rindex("}") + 1])
-    busy = "" if verdict.get("speed_judged", True) else f"; speed: machine busy, not judged ({verdict['foreign_cores']:.2f} foreign cores)"
+    busy = "" if verdict.get("speed_judged", True) else f"; speed not judged: {verdict.get('speed_note')}"
     session.log(f"gate: {'no regression' if verdict['ok'] else 'REGRESSION'} "
                 f"({len(verdict['checked'])} checks, calibration ratio {verdict['calibration_ratio']:.3f}){busy}")
     if not verdict["ok"]:

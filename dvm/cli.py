@@ -111,7 +111,7 @@ def _add_bench(commands) -> None:
 
 
 def _add_gate(commands) -> None:
-    p = commands.add_parser("gate", help="compare a run with a committed baseline: exit 0 ok, 1 regression, 2 unusable, 3 machine busy (speed not judged)",
+    p = commands.add_parser("gate", help="compare a run with a committed baseline: exit 0 ok, 1 regression, 2 unusable, 3 speed not judged (machine busy, or the baseline ran on another CPU model)",
                             description="Regression gate on RTF (min of repeats, normalised by a same-run calibration kernel) "
                                         "and WER/hallucination (deterministic greedy decoding). Without RESULTS_DIR the quick matrix runs now.")
     p.add_argument("--baseline", required=True, help="baseline results.json (or its run directory)")

@@ -47,10 +47,31 @@ def test_a_busy_machine_is_not_judged_on_speed_but_still_on_accuracy():
     increase (deterministic decoding) still fails."""
     slow_busy = gate.compare(run(), run(min_rtfs=(0.03, 0.045), foreign=1.02))
     assert slow_busy.ok and not slow_busy.speed_judged and slow_busy.foreign_cores == pytest.approx(1.02)
-    assert "machine busy, not judged" in gate.render(slow_busy)
+    assert "speed: not judged: machine busy" in gate.render(slow_busy)
     worse_busy = gate.compare(run(), run(wers=(0.0, 0.2), foreign=1.02))
     assert [f.kind for f in worse_busy.regressions] == ["wer"]
     assert not gate.compare(run(), run(min_rtfs=(0.03, 0.045), foreign=0.2)).ok  # light noise: judged
+
+
+def _on(data: dict, vendor: str, brand: str, cores: int = 2) -> dict:
+    data["profile"] = {"cpu": {"vendor": vendor, "brand": brand, "logical_cores": cores}}
+    return data
+
+
+def test_a_baseline_from_another_cpu_model_judges_accuracy_only():
+    """One platform id, two CPUs: the baseline's AVX-512 AMD EPYC and an AVX-512 Intel Xeon. The Xeon ran the
+    calibration kernel faster but whisper.cpp slower (measured: calibration ratio 0.68, RTF +25 % raw), so the
+    normalised RTF read +85 %: speed is not judged across CPU models; accuracy still is."""
+    baseline = _on(run(), "AuthenticAMD", "AMD EPYC")
+    slower = _on(run(min_rtfs=(0.025, 0.0375), calibration=0.0068), "GenuineIntel", "Intel(R) Xeon(R) Processor")
+    verdict = gate.compare(baseline, slower)
+    assert verdict.ok and not verdict.speed_judged
+    assert "another CPU (AMD EPYC, 2 cores; this run: Intel(R) Xeon(R) Processor, 2 cores)" in gate.render(verdict)
+    worse = _on(run(wers=(0.0, 0.2), calibration=0.0068), "GenuineIntel", "Intel(R) Xeon(R) Processor")
+    assert [f.kind for f in gate.compare(baseline, worse).regressions] == ["wer"]
+    same = _on(run(min_rtfs=(0.025, 0.0375)), "AuthenticAMD", "AMD EPYC")
+    assert not gate.compare(baseline, same).ok  # the same CPU model: +25 % is judged
+    assert not gate.compare(baseline, _on(run(min_rtfs=(0.025, 0.0375)), "AuthenticAMD", "AMD EPYC", cores=4)).speed_judged
 
 
 def test_wer_increase_is_caught_per_clip():
@@ -95,7 +116,7 @@ def test_cli_exit_codes(tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "results.json").write_text(json.dumps(run(min_rtfs=(0.03, 0.045), foreign=1.1)))
     result = _cli("--baseline", str(base), str(tmp_path / "busy"))
-    assert result.returncode == 3 and "machine busy, not judged" in result.stdout
+    assert result.returncode == 3 and "speed: not judged: machine busy" in result.stdout
     result = _cli("--baseline", str(base), str(slow))
     assert result.returncode == 1 and "REGRESSIONS" in result.stdout
     (tmp_path / "bad").mkdir()

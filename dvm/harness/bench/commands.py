@@ -149,7 +149,7 @@ def cmd_gate(args) -> int:
         from dataclasses import asdict
 
         print_json({"ok": verdict.ok, "platform_id": verdict.platform_id, "calibration_ratio": verdict.calibration_ratio,
-                    "speed_judged": verdict.speed_judged, "foreign_cores": verdict.foreign_cores,
+                    "speed_judged": verdict.speed_judged, "speed_note": verdict.speed_note, "foreign_cores": verdict.foreign_cores,
                      "regressions": [asdict(f) for f in verdict.regressions], "checked": [asdict(f) for f in verdict.checked]})
     else:
         print(gate.render(verdict))
