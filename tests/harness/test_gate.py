@@ -53,8 +53,9 @@ def test_a_busy_machine_is_not_judged_on_speed_but_still_on_accuracy():
     assert not gate.compare(run(), run(min_rtfs=(0.03, 0.045), foreign=0.2)).ok  # light noise: judged
 
 
-def _on(data: dict, vendor: str, brand: str, cores: int = 2) -> dict:
-    data["profile"] = {"cpu": {"vendor": vendor, "brand": brand, "logical_cores": cores}}
+def _on(data: dict, vendor: str, brand: str, cores: int = 2, amx: bool = False) -> dict:
+    data["profile"] = {"cpu": {"vendor": vendor, "brand": brand, "logical_cores": cores,
+                               "flags": {"avx2": True, "avx512f": True, "amx_int8": amx}}}
     return data
 
 
@@ -72,6 +73,9 @@ def test_a_baseline_from_another_cpu_model_judges_accuracy_only():
     same = _on(run(min_rtfs=(0.025, 0.0375)), "AuthenticAMD", "AMD EPYC")
     assert not gate.compare(baseline, same).ok  # the same CPU model: +25 % is judged
     assert not gate.compare(baseline, _on(run(min_rtfs=(0.025, 0.0375)), "AuthenticAMD", "AMD EPYC", cores=4)).speed_judged
+    xeon = _on(run(), "GenuineIntel", "Intel(R) Xeon(R) Processor")  # a vague model name: the SIMD features tell generations apart
+    assert not gate.compare(xeon, _on(run(), "GenuineIntel", "Intel(R) Xeon(R) Processor", amx=True)).speed_judged
+    assert gate.compare(xeon, _on(run(), "GenuineIntel", "Intel(R) Xeon(R) Processor")).speed_judged
 
 
 def test_wer_increase_is_caught_per_clip():

@@ -9,7 +9,7 @@ Accuracy: greedy decoding with the same weights, build and threads is determinis
 increase beyond a tiny tolerance on any clip is a regression, and so is any word produced on an
 expected-silence clip where the baseline produced none.
 
-Speed is judged only against a baseline from the same CPU model (vendor, model name, cores) and a
+Speed is judged only against a baseline from the same CPU model (vendor, model name, cores, SIMD) and a
 machine that was not busy: one platform id spans CPU models the calibration does not bridge.
 
 Exit codes: 0 no regression, 1 regression, 2 unusable input, 3 no regression but speed not judged.
@@ -98,13 +98,15 @@ def _cells_by_id(run: dict, label: str) -> dict[str, dict]:
 
 
 def machine(run: dict) -> tuple:
-    """What a run's speed depends on beyond its platform id: the CPU's vendor, model name and cores."""
+    """What a run's speed depends on beyond its platform id: the CPU's vendor, model name, cores and SIMD
+    features (a virtual machine's model name can be as vague as "Intel(R) Xeon(R) Processor")."""
     cpu = (run.get("profile") or {}).get("cpu") or {}
-    return cpu.get("vendor"), cpu.get("brand"), cpu.get("logical_cores")
+    features = ",".join(sorted(k for k, v in (cpu.get("flags") or {}).items() if v)) or None
+    return cpu.get("vendor"), cpu.get("brand"), cpu.get("logical_cores"), features
 
 
 def _describe(key: tuple) -> str:
-    vendor, brand, cores = key
+    vendor, brand, cores, _ = key
     return f"{brand or vendor or 'unknown CPU'}, {cores or '?'} cores"
 
 
@@ -128,7 +130,7 @@ def compare(baseline: dict, current: dict, rtf_threshold: float = DEFAULT_RTF_TH
     busy = busiest(current)
     verdict = Verdict(current["platform_id"], calibration_ratio=scale, foreign_cores=busy)
     base_machine, cur_machine = machine(baseline), machine(current)
-    if base_machine != cur_machine and all(base_machine) and all(cur_machine):
+    if base_machine != cur_machine and all(base_machine[:3]) and all(cur_machine[:3]):
         # one platform id covers several CPU models (AVX-512 on an AMD EPYC and on an Intel Xeon, say), and the
         # calibration kernel does not scale like whisper.cpp across them: only accuracy compares across CPUs
         verdict.speed_judged = False
