@@ -9,7 +9,8 @@
 #                                                                     GPU machine's, the GPU parts on their "not available" paths
 #
 # Environment: DVM_GPU_PYTHON (the GPU machine's python; default /opt/torch/.venv/bin/python3 or python3),
-# DVM_GPU_ROOT (staging folder, default /tmp/dvm-gpu), DVM_GPU_REPEATS (default 3), OUT (default ./gpu-out).
+# DVM_GPU_ROOT (staging folder, default /tmp/dvm-gpu), DVM_GPU_FROM (the carried parts, default .gpu),
+# DVM_GPU_REPEATS (default 3), OUT (default ./gpu-out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -41,7 +42,7 @@ case "$command" in
     exec "$py" -m dvm.harness.gpukit run --root "$root" --out "$out" --repeats "${DVM_GPU_REPEATS:-3}" "$@" ;;
   all)
     py="$(device_python)"
-    "$py" -m dvm.harness.gpukit stage --root "$root"
+    "$py" -m dvm.harness.gpukit stage --from "${DVM_GPU_FROM:-.gpu}" --root "$root"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
     exec "$py" -m dvm.harness.gpukit run --root "$root" --out "$out" --repeats "${DVM_GPU_REPEATS:-3}" "$@" ;;
   collect)
@@ -49,6 +50,6 @@ case "$command" in
   rehearse)
     exec "$(here_python)" -m dvm.harness.gpukit.rehearse "$@" ;;
   *)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     [ "$command" = help ] || [ "$command" = -h ] || [ "$command" = --help ] || exit 2 ;;
 esac

@@ -75,17 +75,22 @@ def rehearse(parts_dir: Path, work: Path, repeats: int = 1) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", device.REHEARSAL_TIERS_ENV: ",".join(CUDA_TIERS)}
     for key in ("DVM_HOME", "DVM_VARIANTS_DIR", "VIRTUAL_ENV"):
         env.pop(key, None)  # the GPU machine has none of this machine's state
-    for number, names in enumerate(calls, 1):
+    env.update({"DVM_GPU_PYTHON": python, "DVM_GPU_ROOT": str(root), "OUT": str(out), "DVM_GPU_REPEATS": str(repeats)})
+    script = str(REPO / "scripts" / "gpu-bench.sh")
+    code = None
+    for number, names in enumerate(calls, 1):  # each call as the device tool makes it: the script, on what it carried
         with tempfile.TemporaryDirectory(prefix=f"dvm-call{number}-") as carried:
             for name in [parts.INDEX, *names]:
                 shutil.copyfile(parts_dir / name, Path(carried) / name)
-            code = subprocess.run([python, "-m", "dvm.harness.gpukit", "stage", "--from", carried, "--root", str(root)],
-                                  env=env, cwd=REPO).returncode
-        expected = 0 if number == len(calls) else 4
-        if code != expected:
-            raise DvmError(f"call {number} of {len(calls)}: stage exited {code}, expected {expected}")
-    code = subprocess.run([python, "-m", "dvm.harness.gpukit", "run", "--root", str(root), "--out", str(out),
-                           "--repeats", str(repeats)], env=env, cwd=REPO).returncode
+            if number < len(calls):
+                stage = subprocess.run(["bash", script, "stage", "--from", carried], env=env, cwd=REPO).returncode
+                if stage != 4:
+                    raise DvmError(f"call {number} of {len(calls)}: stage exited {stage}, expected 4 (parts still missing)")
+            else:
+                code = subprocess.run(["bash", script, "all"], env={**env, "DVM_GPU_FROM": carried}, cwd=REPO).returncode
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "summary.json").exists():
+        raise DvmError(f"the last call (`gpu-bench.sh all`) exited {code} and wrote no summary.json")
     files = sorted(p for p in out.iterdir())
     problems = [f"{p.name}: not a plain file" for p in files if not p.is_file()]
     problems += [f"{p.name}: {p.stat().st_size / 1e6:.1f} MB, over 16 MiB" for p in files if p.is_file() and p.stat().st_size > MAX_FILE_BYTES]
