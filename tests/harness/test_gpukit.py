@@ -195,3 +195,22 @@ def test_library_copies_become_links(tmp_path):
     assert os.readlink(tmp_path / "libggml-cuda.so.0") == "libggml-cuda.so.0.13.1"
     assert not (tmp_path / "libother.so.1").is_symlink()  # not a copy: left alone
     assert (tmp_path / "libggml-cuda.so.0").read_bytes() == blob
+
+
+def test_the_script_stages_as_the_device_calls_do(tmp_path):
+    """scripts/gpu-bench.sh, as each device call runs it: `stage --from` a folder of what that call carried."""
+    index = parts.split(_bundle(tmp_path, os.urandom(50_000)), tmp_path / "out", 30_000)
+    script = str(REPO / "scripts" / "gpu-bench.sh")
+    env = {**os.environ, "DVM_GPU_PYTHON": sys.executable, "DVM_GPU_ROOT": str(tmp_path / "root")}
+    codes = []
+    for part in index["parts"]:
+        carried = tmp_path / f"call-{part['name']}"
+        carried.mkdir()
+        for name in ("index.json", part["name"]):
+            (carried / name).write_bytes((tmp_path / "out" / name).read_bytes())
+        codes.append(subprocess.run(["bash", script, "stage", "--from", str(carried)], env=env, capture_output=True, text=True).returncode)
+    assert codes == [4] * (len(index["parts"]) - 1) + [0]
+    assert (tmp_path / "root" / device.READY).exists()
+    usage = subprocess.run(["bash", script, "help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "rehearse" in usage.stdout and "DVM_GPU_FROM" in usage.stdout
+    assert subprocess.run(["bash", script, "nonsense"], capture_output=True, text=True).returncode == 2
