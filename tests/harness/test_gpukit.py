@@ -68,6 +68,15 @@ def test_damaged_part_and_bad_index_are_refused(tmp_path):
         parts.read_index(tmp_path)
 
 
+def _carried(tmp_path: Path, part: str) -> Path:
+    """A folder holding what one device call carries: the index and one part (cut into tmp_path/out)."""
+    carried = tmp_path / f"carried-{part}"
+    carried.mkdir()
+    for name in ("index.json", part):
+        (carried / name).write_bytes((tmp_path / "out" / name).read_bytes())
+    return carried
+
+
 def test_stage_command_reports_missing_parts_then_unpacks(tmp_path):
     """`python -m dvm.harness.gpukit stage` as the GPU machine runs it: exit 4 until every part came."""
     index = parts.split(_bundle(tmp_path, os.urandom(90_000)), tmp_path / "out", 40_000)
@@ -75,10 +84,7 @@ def test_stage_command_reports_missing_parts_then_unpacks(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     outcomes = []
     for part in index["parts"]:
-        carried = tmp_path / f"carried-{part['name']}"
-        carried.mkdir()
-        for name in ("index.json", part["name"]):
-            (carried / name).write_bytes((tmp_path / "out" / name).read_bytes())
+        carried = _carried(tmp_path, part["name"])
         proc = subprocess.run([sys.executable, "-m", "dvm.harness.gpukit", "stage", "--from", str(carried), "--root", str(root)],
                               capture_output=True, text=True, env=env, cwd=REPO)
         outcomes.append((proc.returncode, proc.stdout.strip()))
@@ -204,10 +210,7 @@ def test_the_script_stages_as_the_device_calls_do(tmp_path):
     env = {**os.environ, "DVM_GPU_PYTHON": sys.executable, "DVM_GPU_ROOT": str(tmp_path / "root")}
     codes = []
     for part in index["parts"]:
-        carried = tmp_path / f"call-{part['name']}"
-        carried.mkdir()
-        for name in ("index.json", part["name"]):
-            (carried / name).write_bytes((tmp_path / "out" / name).read_bytes())
+        carried = _carried(tmp_path, part["name"])
         codes.append(subprocess.run(["bash", script, "stage", "--from", str(carried)], env=env, capture_output=True, text=True).returncode)
     assert codes == [4] * (len(index["parts"]) - 1) + [0]
     assert (tmp_path / "root" / device.READY).exists()

@@ -174,12 +174,23 @@ def frame(runs: list[dict]):
     return table.sort_values(sort_key, na_position="last").reset_index(drop=True)
 
 
+def _fell_back(requested, ran) -> bool:
+    """A cell asked for a GPU and ran on the CPU (a GPU build's fallback when no GPU answered)."""
+    return isinstance(requested, str) and requested != "cpu" and ran == "cpu"
+
+
 def label(row) -> str:
-    """The configuration as the tables show it: a GPU cell that ran on the CPU (the build's fallback
-    when no GPU answered) says so, since its cell id names the GPU."""
-    requested, ran = row.get("requested_device"), row.get("device")
-    fallback = isinstance(requested, str) and requested != "cpu" and ran == "cpu"
+    """The configuration as the tables show it: a GPU cell that ran on the CPU says so, since its cell id names the GPU."""
+    fallback = _fell_back(row.get("requested_device"), row.get("device"))
     return f"{row.get('cell')} (ran on cpu)" if fallback else str(row.get("cell"))
+
+
+def _table_cell(row, column: str) -> str:
+    if column == "platform":
+        return str(row.get(column))
+    if column == "cell":
+        return label(row)
+    return _fmt(row.get(column), 2 if column in ("spread", "load_s") else 0 if column in ("peak_rss_mb", "vram_mb") else 3)
 
 
 def _fmt(value, digits=3):
@@ -212,9 +223,7 @@ def markdown(runs: list[dict]) -> str:
         if isinstance(r.get("error"), str):
             lines.append(f"| {r['platform']} | {r['cell']} | error: {r['error']} |" + " |" * (len(columns) - 3))
             continue
-        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("spread", "load_s") else 0 if c in ("peak_rss_mb", "vram_mb") else 3)
-                                        if c not in ("platform", "cell") else str(r.get(c)) if c == "platform" else label(r)
-                                        for c in columns) + " |")
+        lines.append("| " + " | ".join(_table_cell(r, c) for c in columns) + " |")
     lines.append("")
     basis = next((r.get("wer_basis") for _, r in table.iterrows() if isinstance(r.get("wer_basis"), str)), None) if not table.empty else None
     lines.append("RTF = processing seconds / audio seconds (median over the timed clips of each clip's median of repeats). "
@@ -231,7 +240,8 @@ def markdown(runs: list[dict]) -> str:
         lines += ["", "| platform | configuration | workers × threads | throughput (× real time) | latency p50 s | latency p95 s |", "|---|---|---|---|---|---|"]
         for run in runs:
             # serving runs report no device of their own: one of a variant whose cells fell back to the CPU did too
-            fell_back = {r.get("variant") for r in (summarize_cell(c) for c in run["cells"]) if label(r) != str(r.get("cell"))}
+            fell_back = {c.get("variant") for c in run["cells"]
+                         if _fell_back((c.get("config") or {}).get("device"), (c.get("info") or {}).get("device"))}
             for c in run.get("concurrency", []):
                 if "error" in c:
                     continue

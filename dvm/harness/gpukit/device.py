@@ -19,6 +19,7 @@ What comes back in ``OUT`` stays within the device tool's limits (8 files, 16 Mi
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -123,12 +124,13 @@ class Runner:
                 sink.write(out)
                 lines = err.splitlines()
             else:
-                lines = []
+                kept: collections.deque[str] = collections.deque(maxlen=tail)
                 for line in process.stdout:
                     if tail is None:
                         self.say(f"  {line.rstrip()}")
                     else:
-                        lines = [*lines[-tail + 1:], line.rstrip()] if tail > 1 else [line.rstrip()]
+                        kept.append(line.rstrip())
+                lines = list(kept)
                 process.wait()
         finally:
             if watchdog is not None:
